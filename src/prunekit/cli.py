@@ -1,0 +1,297 @@
+"""The ``prunekit`` command line (typer). Every command is a thin layer over the library API."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prunekit.errors import ConfigError, PrunekitError
+
+app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+                  help="Structured channel pruning for PyTorch CNNs: train, prune, profile, export.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
+    """``["depth=20", "shortcut=A"]`` → ``{"depth": 20, "shortcut": "A"}`` (values parsed as YAML scalars)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"{what} {item!r} must look like key=value")
+        k, v = item.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def _load_recipe(path: Path | None) -> dict[str, Any]:
+    import yaml
+
+    if path is None:
+        return {}
+    if not path.is_file():
+        raise ConfigError(f"--recipe {str(path)!r} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"--recipe {str(path)!r} must be a YAML mapping")
+    return data
+
+
+def _resolve_device(device: str) -> str:
+    import torch
+
+    from prunekit.train import distributed
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine")
+    info = distributed.current()
+    if device == "cuda" and info.enabled:
+        device = f"cuda:{info.local_rank}"
+    return device
+
+
+def _input_size(text: str | None, model: str) -> tuple[int, ...]:
+    from prunekit.models import default_input_size
+
+    if not text:
+        return default_input_size(model)
+    try:
+        size = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ConfigError(f"--input-size {text!r} must look like 3,32,32") from None
+    if len(size) != 3 or min(size) < 1:
+        raise ConfigError(f"--input-size {text!r} must be three positive integers C,H,W")
+    return size
+
+
+def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False)
+    t.add_column(style="bold")
+    t.add_column(justify="right")
+    for k, v in rows:
+        t.add_row(k, v)
+    return t
+
+
+# ---------------------------------------------------------------------------- models
+@app.command("models")
+def models_cmd(all_: bool = typer.Option(False, "--all", help="Also list torchvision models (tv:<name>).")):
+    """List the model names `--model` accepts (one per line when piped)."""
+    from prunekit.models import get_entry, list_models
+
+    names = list_models(include_external=all_)
+    if not sys.stdout.isatty():
+        print("\n".join(names))
+        return
+    t = Table("name", "input", "description")
+    for n in names:
+        if n.startswith("tv:"):
+            t.add_row(n, "3x224x224", "torchvision")
+        else:
+            e = get_entry(n)
+            t.add_row(n, "x".join(map(str, e.input_size)), e.description)
+    console.print(t)
+
+
+# ---------------------------------------------------------------------------- train
+@app.command("train")
+def train_cmd(
+    model: Optional[str] = typer.Option(None, help="Model name (see `prunekit models`), e.g. resnet56."),
+    data: Optional[str] = typer.Option(None, help="Dataset: digits (offline default), cifar10, cifar100, "
+                                                  "imagefolder, synthetic."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset folder (CIFAR: npz layout or torchvision's)."),
+    download: bool = typer.Option(False, help="Download the dataset into --data-dir (needs internet)."),
+    output: Path = typer.Option(Path("runs/train"), "--output", "-o", help="Run folder: checkpoint + logs."),
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe (model, data, batch_size, train: {...}); "
+                                                     "command-line options override it."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs [default: 160]."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size per process [default: 128]."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: 0.1]."),
+    momentum: Optional[float] = typer.Option(None),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov"),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", "--wd"),
+    schedule: Optional[str] = typer.Option(None, help="constant | step | cosine | onecycle | triangular."),
+    milestones: Optional[str] = typer.Option(None, help="Epochs where the step schedule divides the lr, "
+                                                        "e.g. 80,120 [default: 50%,75%]."),
+    warmup_epochs: Optional[float] = typer.Option(None),
+    label_smoothing: Optional[float] = typer.Option(None),
+    precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA) | fp32 | bf16 | fp16."),
+    channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
+    val_split: Optional[float] = typer.Option(None, help="Fraction of the TRAIN set held out for validation "
+                                                         "[default: 0]."),
+    train_subset: Optional[int] = typer.Option(None, help="Use only N training images (quick runs)."),
+    steps_per_epoch: Optional[int] = typer.Option(None, help="Cap batches per epoch (quick runs)."),
+    seed: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    resume: bool = typer.Option(False, help="Continue from OUTPUT/last.ckpt."),
+    tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs to OUTPUT/tb."),
+    model_arg: Optional[list[str]] = typer.Option(None, help="Model keyword argument key=value (repeatable)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Train a model (torchrun-ready: `torchrun --nproc_per_node N -m prunekit train ...`)."""
+    from prunekit.train import distributed
+    from prunekit.train.job import TrainJob, run_training
+
+    rc = _load_recipe(recipe)
+    train_over = dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                      schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
+                      precision=precision, channels_last=channels_last, steps_per_epoch=steps_per_epoch,
+                      seed=seed, tensorboard=tensorboard or None, progress=progress,
+                      milestones=[int(m) for m in milestones.split(",")] if milestones else None,
+                      checkpoint_dir=output, resume=resume)
+    model_args = {**rc.get("model_args", {}), **_parse_kv(model_arg, "--model-arg")}
+    job = TrainJob.from_recipe(rc, model=model, data=data, data_dir=str(data_dir) if data_dir else None,
+                               batch_size=batch_size, val_split=val_split, train_subset=train_subset,
+                               download=download or None, model_args=model_args, train=train_over)
+    dev = _resolve_device(device)
+    out = run_training(job, device=dev, extra_meta={"command": " ".join(sys.argv)}, log=err_console.print)
+    if distributed.current().is_main:
+        final = out.fit.final
+        summary = {"model": job.model, "data": job.data, "epochs": job.config.epochs, "test_top1": out.test.top1,
+                   "test_loss": out.test.loss, "final": final, "wall_seconds": out.wall_seconds,
+                   "checkpoint": str(out.trainer.checkpoint_path)}
+        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        rows = [("model", job.model), ("dataset", job.data), ("epochs", str(job.config.epochs)),
+                ("train top-1", f"{final.get('train_top1', float('nan')):.2f}%")]
+        if "val_top1" in final:
+            rows.append(("val top-1", f"{final['val_top1']:.2f}%"))
+        rows += [("test top-1", f"{out.test.top1:.2f}%"), ("checkpoint", str(out.trainer.checkpoint_path))]
+        console.print(_results_table("training done", rows))
+
+
+# ---------------------------------------------------------------------------- eval
+def model_from_checkpoint(ckpt: dict[str, Any]):
+    """Rebuild the model a Trainer checkpoint was written for, with its weights."""
+    from prunekit.errors import CheckpointError
+    from prunekit.models import create
+
+    spec = ckpt.get("meta", {}).get("model")
+    if not spec:
+        raise CheckpointError("checkpoint has no model description (meta.model); was it written by "
+                              "`prunekit train`?")
+    net = create(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit {spec['name']}: "
+                              f"{str(e).splitlines()[0][:300]}") from None
+    return net
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `prunekit train` (last.ckpt)."),
+    data_dir: Optional[Path] = typer.Option(None, help="Override the dataset folder stored in the checkpoint."),
+    split: str = typer.Option("test", help="test | val."),
+    device: str = typer.Option("auto"),
+):
+    """Evaluate a checkpoint on its dataset's test (or validation) split."""
+    from prunekit.data import build_data
+    from prunekit.train import evaluate, load_checkpoint
+
+    if split not in ("test", "val"):
+        raise ConfigError(f"--split {split!r} must be test or val")
+    ckpt = load_checkpoint(checkpoint)
+    dev = _resolve_device(device)
+    net = model_from_checkpoint(ckpt).to(dev)
+    d = ckpt["meta"]["data"]
+    loaders = build_data(d["name"], data_dir=data_dir or (d.get("data_dir") or None),
+                         batch_size=d.get("batch_size", 128), val_split=d.get("val_split", 0.0),
+                         seed=d.get("seed", 0), device=dev, **d.get("args", {}))
+    loader = loaders.test if split == "test" else loaders.val
+    if loader is None:
+        raise ConfigError("--split val: this run had no validation split (val_split=0)")
+    res = evaluate(net, loader, device=__import__("torch").device(dev))
+    console.print(_results_table(f"{checkpoint} · {split}", [
+        ("model", ckpt["meta"]["model"]["name"]), ("epoch", str(ckpt["epoch"])),
+        ("samples", str(res.samples)), ("top-1", f"{res.top1:.2f}%"), ("top-5", f"{res.top5:.2f}%"),
+        ("loss", f"{res.loss:.4f}")]))
+
+
+# ---------------------------------------------------------------------------- profile
+@app.command("profile")
+def profile_cmd(
+    model: str = typer.Option(..., help="Model name (see `prunekit models`)."),
+    num_classes: int = typer.Option(10),
+    input_size: Optional[str] = typer.Option(None, help="C,H,W [default: the model's own, e.g. 3,32,32]."),
+    batch: list[int] = typer.Option([1, 64], help="Batch sizes to time (repeatable)."),
+    device: str = typer.Option("cpu", help="cpu | cuda."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads to pin [default: all]."),
+    repeats: int = typer.Option(30),
+    cuda_graph: bool = typer.Option(False, help="Time CUDA under a captured graph (small nets)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON."),
+):
+    """Params, MACs (per image), latency and peak memory of a model."""
+    import torch
+
+    from prunekit.cost import count, measure_latency, peak_memory
+    from prunekit.models import create
+
+    size = _input_size(input_size, model)
+    dev = _resolve_device(device)
+    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
+    net = create(model, num_classes=num_classes, **kwargs).eval()
+    cost = count(net, torch.randn(1, *size))
+    rows = [("input", "x".join(map(str, size))), ("params", f"{cost.params / 1e6:.3f} M"),
+            ("MACs / image", f"{cost.macs / 1e6:.2f} M")]
+    record: dict[str, Any] = {"model": model, "input_size": list(size), "params": cost.params,
+                              "macs": cost.macs, "device": dev, "latency_ms": {}, "peak_memory_bytes": {}}
+    net = net.to(dev)
+    for b in batch:
+        x = torch.randn(b, *size, device=dev)
+        lat = measure_latency(net, x, device=dev, threads=threads, repeats=repeats, cuda_graph=cuda_graph)
+        mem = peak_memory(net, x, device=dev)
+        rows.append((f"latency bs{b}", f"{lat.median_ms:.3f} ms  (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}; "
+                                       f"{lat.method})"))
+        rows.append((f"peak memory bs{b}", f"{mem / 2**20:.1f} MiB"))
+        record["latency_ms"][f"bs{b}"] = lat.median_ms
+        record["peak_memory_bytes"][f"bs{b}"] = mem
+    console.print(_results_table(f"profile · {model}", rows))
+    if json_out:
+        json_out.write_text(json.dumps(record, indent=2))
+
+
+# ---------------------------------------------------------------------------- quickstart
+@app.command("quickstart")
+def quickstart_cmd(
+    output: Path = typer.Option(Path("runs/quickstart"), "--output", "-o"),
+    epochs: int = typer.Option(30),
+    seed: int = typer.Option(0),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """The offline demo: train a small CNN on scikit-learn's real 8x8 digits (CPU, < 2 min) and report."""
+    from prunekit.quickstart import run_quickstart
+
+    report = run_quickstart(output, epochs=epochs, seed=seed, progress=progress)
+    console.print(_results_table("prunekit quickstart · smallcnn on digits (offline)", report.rows()))
+
+
+def main() -> None:
+    """Console entry point: user errors print one clear line (no traceback) and exit with status 2."""
+    try:
+        app()
+    except PrunekitError as e:
+        err_console.print(f"[bold red]error:[/] {e}")
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        raise SystemExit(130) from None
+    except Exception as e:  # noqa: BLE001
+        from prunekit.train import TrainingInterrupted
+
+        if isinstance(e, TrainingInterrupted):
+            err_console.print(f"[yellow]{e}[/]")
+            raise SystemExit(143) from None
+        raise
