@@ -1,0 +1,94 @@
+"""The command line end to end on tiny data, and every bad-input case giving one clear error line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _cli import run_cli
+
+
+def test_models_lists_one_name_per_line():
+    r = run_cli("models")
+    assert r.returncode == 0, r.stderr
+    names = r.stdout.split()
+    for n in ["resnet20", "resnet32", "resnet56", "resnet110", "resnet164", "vgg11", "vgg13", "vgg16", "vgg19",
+              "mobilenetv2", "densenet40"]:
+        assert n in names
+    assert all(" " not in line for line in r.stdout.splitlines())
+
+
+def test_train_eval_resume_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "--model", "smallcnn", "--data", "digits", "--epochs", "2", "--batch-size", "64",
+                "--val-split", "0.1", "--lr", "0.05", "-o", str(out), "--no-progress", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["epochs"] == 2 and summary["test_top1"] > 20
+    assert (out / "last.ckpt").exists() and (out / "metrics.csv").exists()
+
+    r = run_cli("eval", str(out / "last.ckpt"), "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert f"{summary['test_top1']:.2f}%" in r.stdout  # same number as at the end of training
+
+    # a finished run resumed with the same settings does no more work and keeps its weights
+    before = torch.load(out / "last.ckpt", weights_only=True)["model"]
+    r = run_cli("train", "--model", "smallcnn", "--data", "digits", "--epochs", "2", "--batch-size", "64",
+                "--val-split", "0.1", "--lr", "0.05", "-o", str(out), "--no-progress", "--device", "cpu",
+                "--resume")
+    assert r.returncode == 0, r.stderr
+    after = torch.load(out / "last.ckpt", weights_only=True)["model"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_recipe_with_override(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model: smallcnn\ndata: synthetic\nbatch_size: 32\n"
+                      "data_args: {num_train: 128, num_test: 64, image_size: 8, in_channels: 1}\n"
+                      "train: {epochs: 5, lr: 0.05, schedule: cosine}\n")
+    out = tmp_path / "run"
+    r = run_cli("train", "--recipe", str(recipe), "--epochs", "1", "-o", str(out), "--no-progress",
+                "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(out / "last.ckpt", weights_only=True)
+    assert ckpt["config"]["epochs"] == 1 and ckpt["config"]["schedule"] == "cosine"
+
+
+def test_profile_prints_and_writes_json(tmp_path):
+    r = run_cli("profile", "--model", "resnet20", "--batch", "1", "--batch", "4", "--repeats", "3",
+                "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr
+    rec = json.loads((tmp_path / "p.json").read_text())
+    assert rec["params"] > 0.2e6 and 35e6 < rec["macs"] < 45e6
+    assert set(rec["latency_ms"]) == {"bs1", "bs4"} and rec["latency_ms"]["bs1"] > 0
+    assert "MACs" in r.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["train", "--model", "resnet57"], "resnet56"),                         # lists valid names
+    (["train", "--model", "resnet20", "--data", "cifar10", "--data-dir", "/nonexistent/cifar"], "npz"),
+    (["train", "--model", "resnet20", "--lr", "-1"], "lr=-1"),
+    (["train", "--model", "resnet20", "--schedule", "sometimes"], "schedule"),
+    (["train", "--model", "resnet20", "--data", "mnist"], "mnist"),
+    (["train", "--model", "resnet20", "--val-split", "1.5"], "val_split"),
+    (["train", "--model", "resnet20", "--model-arg", "depth"], "key=value"),
+    (["eval", "/nonexistent.ckpt"], "does not exist"),
+    (["profile", "--model", "resnet20", "--input-size", "3,32"], "input-size"),
+    (["profile", "--model", "resnet20", "--device", "cuda:7"], "CUDA"),
+])
+def test_bad_input_is_one_clear_error(tmp_path, args, needle):
+    out = tmp_path / "never"
+    r = run_cli(*args, *(["-o", str(out)] if args[0] == "train" else []))
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "error:" in r.stderr and needle in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (out / "last.ckpt").exists()  # nothing half-written
+
+
+def test_corrupt_checkpoint(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"\x00" * 100)
+    r = run_cli("eval", str(bad))
+    assert r.returncode == 2 and "corrupt" in r.stderr, r.stderr
