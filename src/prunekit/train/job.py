@@ -14,6 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from prunekit.errors import ConfigError
+from prunekit.train.checkpoint import seed_everything
 from prunekit.train.config import TrainConfig
 from prunekit.train.trainer import EvalResult, FitResult, Trainer
 
@@ -92,6 +93,7 @@ def run_training(job: TrainJob, *, device: str = "cpu", extra_meta: dict[str, An
                          device=device, seed=job.config.seed, download=job.download,
                          train_subset=job.train_subset, rank=info.rank, world_size=info.world_size,
                          **job.data_args)
+    seed_everything(job.config.seed)  # the same seed gives the same initial weights on every rank
     model, kwargs = build_model_for(job, loaders.spec)
     if log is not None and info.is_main:
         log(f"{job.model} on {loaders.summary()} · {device} · {info.world_size} process(es)")
