@@ -161,3 +161,10 @@ def test_invalid_hyper_parameters(kwargs, name):
 def test_unknown_recipe_key():
     with pytest.raises(ConfigError, match="lerning_rate"):
         TrainConfig.from_dict({"lerning_rate": 0.1})
+
+
+def test_tensorboard_log(tmp_path):
+    pytest.importorskip("tensorboard")
+    Trainer(toy_model(), ToyLoader(), ToyLoader(shuffle=False),
+            config=_cfg(tmp_path, epochs=1, tensorboard=True)).fit()
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
