@@ -1,0 +1,253 @@
+"""The analysis state that the per-op rules write into, and its reduction to channel classes and groups.
+
+Every channel of every tensor that flows through the traced graph carries an integer *id*. A rule may
+
+- allocate fresh ids (``new_ids``: a conv's output channels, a parameter's dimension, zero-padded slots),
+- *tie* two equal-length id arrays (``tie``: the two operands of an add, a depthwise conv's input and output),
+- *pin* ids (``pin``: those channels are never removed; the reason is kept for the report),
+- register a *member*: a layer or parameter dimension whose positions carry the given ids; surgery later
+  slices it.
+
+``finalize`` computes the connected components of the ties (the channel *classes*, via union-find) and the
+groups (classes linked by being produced by the same layer), and returns a ``Core``: the class-level picture
+that the rest of the package works on (and that surgery shrinks in place).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+
+from prunekit.graph.group import Member
+from prunekit.graph.unionfind import components
+
+Ids = np.ndarray
+
+
+@dataclass
+class LayerCost:
+    """MACs of one layer call, per image: ``coef * count(factors[0]) * count(factors[1])`` where a factor is a
+    member key (its current width) or None (the constant 1)."""
+
+    name: str
+    coef: int
+    factors: tuple[Any, Any]
+
+
+@dataclass
+class Core:
+    """Class-level state of a graph. Classes are numbered ``0..K-1``."""
+
+    num_classes: int
+    class_group: np.ndarray          # (K,) group index, -1 for classes no producer creates (never removed)
+    class_pinned: np.ndarray         # (K,) bool
+    class_inexact: np.ndarray        # (K,) bool
+    class_reason: dict[int, str]     # first pin reason of pinned classes
+    group_names: list[str]
+    group_classes: list[np.ndarray]  # per group: its classes in channel order
+    members: list[Member]
+    layers: list[LayerCost]
+    warnings: list[str] = field(default_factory=list)
+
+    def filtered(self, kept: np.ndarray) -> "Core":
+        """The core after removing every class where ``kept`` (shape ``(K,)``) is False."""
+        new_id = np.cumsum(kept) - 1
+        for m in self.members:
+            m.cls = new_id[m.cls[kept[m.cls]]]
+        reasons = {int(new_id[c]): r for c, r in self.class_reason.items() if kept[c]}
+        return Core(int(kept.sum()), self.class_group[kept], self.class_pinned[kept], self.class_inexact[kept],
+                    reasons, self.group_names, [new_id[c[kept[c]]] for c in self.group_classes], self.members,
+                    self.layers, self.warnings)
+
+
+class Builder:
+    """Collects ids, ties, pins, members and layer costs while the rules walk the graph."""
+
+    def __init__(self, model: nn.Module, batch_size: int):
+        self.model = model
+        self.batch_size = batch_size
+        self.n = 0
+        self.batches: list[list] = []           # [start, stop, owner name, producer?]
+        self._ta: list[Ids] = []
+        self._tb: list[Ids] = []
+        self._pins: list[tuple[Ids, str]] = []
+        self._inexact: list[Ids] = []
+        self.members: dict[tuple, dict] = {}     # key -> record (ids, module, attr, dim, ...)
+        self.fixed_members: dict[tuple, str] = {}
+        self.module_out: dict[str, Ids] = {}
+        self.param_ids: dict[tuple[str, int], tuple[Ids, int]] = {}
+        self.layers: list[LayerCost] = []
+        self.record_layers = True
+        self.called_leaves: set[str] = set()
+        self.param_owners: dict[str, tuple[str, str]] = {}   # param qualname -> (owner qualname, attr)
+        self.warnings: dict[str, None] = {}
+        self._modules: dict[str, nn.Module] | None = None
+
+    # ---- ids ---------------------------------------------------------------------------------------------
+    def new_ids(self, n: int, owner: str, producer: bool = False) -> Ids:
+        ids = np.arange(self.n, self.n + n, dtype=np.int64)
+        self.batches.append([self.n, self.n + n, owner, producer])
+        self.n += n
+        return ids
+
+    def module_out_ids(self, name: str, n: int) -> Ids:
+        """The output-channel ids of layer ``name`` (the same ids on every call: shared layers form one group)."""
+        ids = self.module_out.get(name)
+        if ids is None:
+            ids = self.module_out[name] = self.new_ids(n, name, producer=True)
+        return ids
+
+    def param_dim_ids(self, name: str, dim: int, size: int) -> Ids:
+        """Ids of dimension ``dim`` of parameter/buffer ``name`` (cached; the dimension becomes a member)."""
+        rec = self.param_ids.get((name, dim))
+        if rec is None:
+            ids = self.new_ids(size, name)
+            self.param_ids[(name, dim)] = (ids, len(self.batches) - 1)
+            owner, attr = self.param_owners[name]
+            self.add_member(("param", name, dim), ids, module=self.module(owner), attr=attr, dim=dim,
+                            name=name, role=f"dim{dim}")
+            return ids
+        return rec[0]
+
+    def mark_producer(self, param: str, dim: int, owner: str) -> None:
+        """Declare dimension ``dim`` of parameter ``param`` the output channels of layer ``owner`` (F.conv2d...)."""
+        _, batch = self.param_ids[(param, dim)]
+        self.batches[batch][2] = owner
+        self.batches[batch][3] = True
+        self.members[("param", param, dim)]["producer"] = True
+
+    # ---- constraints --------------------------------------------------------------------------------------
+    def tie(self, a: Ids, b: Ids) -> None:
+        if a is b:
+            return
+        if a.shape != b.shape:
+            raise AssertionError(f"internal error: tying id arrays of shapes {a.shape} and {b.shape}")
+        self._ta.append(a.reshape(-1))
+        self._tb.append(b.reshape(-1))
+
+    def pin(self, ids: Ids | None, reason: str) -> None:
+        if ids is not None and ids.size:
+            self._pins.append((ids.reshape(-1), reason))
+
+    def pin_labels(self, labels: Any, reason: str) -> None:
+        """Pin every id inside a labels structure (dict dim -> ids, or nested tuples/lists/dicts of them)."""
+        if labels is None:
+            return
+        if isinstance(labels, dict) and all(isinstance(k, int) for k in labels):
+            for ids in labels.values():
+                self.pin(ids, reason)
+        elif isinstance(labels, dict):
+            for v in labels.values():
+                self.pin_labels(v, reason)
+        elif isinstance(labels, (tuple, list)):
+            for v in labels:
+                self.pin_labels(v, reason)
+
+    def mark_inexact(self, ids: Ids) -> None:
+        self._inexact.append(ids.reshape(-1))
+
+    def warn(self, message: str) -> None:
+        self.warnings.setdefault(message, None)
+
+    # ---- members and layers ---------------------------------------------------------------------------------
+    def module(self, name: str) -> nn.Module:
+        if self._modules is None:
+            self._modules = dict(self.model.named_modules(remove_duplicate=False))
+        return self._modules[name]
+
+    def add_member(self, key: tuple, ids: Ids, *, module: nn.Module, dim: int, name: str, role: str,
+                   attr: str | None = None, producer: bool = False) -> None:
+        """Register that the positions of member ``key`` carry ``ids`` (a second call ties the two arrays)."""
+        rec = self.members.get(key)
+        if rec is None:
+            self.members[key] = dict(ids=ids, module=module, attr=attr, dim=dim, name=name, role=role,
+                                     producer=producer, kind=key[0])
+        else:
+            self.tie(rec["ids"], ids)
+            rec["producer"] |= producer
+
+    def fixed_member(self, key: tuple, reason: str) -> None:
+        """A layer dimension that one call site cannot change (e.g. a shared layer also applied to a fixed
+        tensor): its ids are pinned at the end."""
+        self.fixed_members.setdefault(key, reason)
+
+    def add_layer(self, name: str, coef: int, a: Any, b: Any) -> None:
+        if self.record_layers:
+            self.layers.append(LayerCost(name, int(coef), (a, b)))
+
+    # ---- reduction ----------------------------------------------------------------------------------------
+    def finalize(self) -> Core:
+        for key, reason in self.fixed_members.items():
+            if key in self.members:
+                self.pin(self.members[key]["ids"], reason)
+        # a parameter read by get_attr that belongs to a layer also called as a whole: keep both as they are
+        for key, rec in self.members.items():
+            if key[0] == "param":
+                owner = self.param_owners[key[1]][0]
+                if owner in self.called_leaves:
+                    reason = f"parameter {key[1]} is read directly although its layer is also called"
+                    self.pin(rec["ids"], reason)
+                    for k2, r2 in self.members.items():
+                        if k2[0] == "module" and k2[1] == owner:
+                            self.pin(r2["ids"], reason)
+        n = self.n
+        if self._ta:
+            root = components(n, np.concatenate(self._ta), np.concatenate(self._tb))
+        else:
+            root = np.arange(n, dtype=np.int64)
+        uniq, cls_of_id = np.unique(root, return_inverse=True)
+        k = len(uniq)
+        pinned = np.zeros(k, dtype=bool)
+        reasons: dict[int, str] = {}
+        for ids, reason in self._pins:
+            c = np.unique(cls_of_id[ids])
+            new = c[~pinned[c]]
+            pinned[c] = True
+            for ci in new.tolist():
+                reasons.setdefault(ci, reason)
+        inexact = np.zeros(k, dtype=bool)
+        for ids in self._inexact:
+            inexact[cls_of_id[ids]] = True
+
+        # groups: classes linked by a common producer
+        prod_batches = [bt for bt in self.batches if bt[3]]
+        ea, eb = [], []
+        for start, stop, _, _ in prod_batches:
+            c = cls_of_id[start:stop]
+            ea.append(np.full(len(c), c[0]))
+            eb.append(c)
+        groot = components(k, np.concatenate(ea), np.concatenate(eb)) if ea else np.arange(k)
+        class_group = np.full(k, -1, dtype=np.int64)
+        group_of_root: dict[int, int] = {}
+        names: list[str] = []
+        order: list[list[np.ndarray]] = []
+        for start, stop, owner, _ in prod_batches:
+            c = cls_of_id[start:stop]
+            r = int(groot[c[0]])
+            g = group_of_root.get(r)
+            if g is None:
+                g = group_of_root[r] = len(names)
+                names.append(owner if owner else "(root)")
+                order.append([])
+            order[g].append(c)
+        group_classes = []
+        for g, chunks in enumerate(order):
+            cat = np.concatenate(chunks)
+            _, first = np.unique(cat, return_index=True)
+            classes = cat[np.sort(first)]
+            class_group[classes] = g
+            group_classes.append(classes)
+
+        members = []
+        for key, rec in self.members.items():
+            members.append(Member(key=key, name=rec["name"], kind=rec["kind"], role=rec["role"],
+                                  module=rec["module"], attr=rec["attr"], dim=rec["dim"], producer=rec["producer"],
+                                  cls=cls_of_id[rec["ids"]]))
+        for msg in self.warnings:
+            warnings.warn(msg, stacklevel=3)
+        return Core(k, class_group, pinned, inexact, reasons, names, group_classes, members, self.layers,
+                    list(self.warnings))

@@ -1,0 +1,266 @@
+"""``DependencyGraph``: the channel groups of a model, their analytic cost, and in-place surgery."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from prunekit.errors import ConfigError
+from prunekit.graph.analytic import AnalyticCost
+from prunekit.graph.builder import Core
+from prunekit.graph.group import ChannelGroup, GroupMember
+from prunekit.graph.surgery import slice_tensor, surgery_for
+from prunekit.graph.trace import analyse
+
+Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+
+
+def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    if not inputs or not isinstance(inputs[0], torch.Tensor) or inputs[0].dim() == 0:
+        raise ConfigError("example_inputs must be a batched tensor (N, ...) or a tuple whose first item is one")
+    return inputs
+
+
+@dataclass
+class Coverage:
+    """Share of conv output channels that can be pruned (in a prunable group, not pinned).
+
+    ``ratio = prunable / total``; ``per_layer[name] = (prunable, total)``; ``unprunable[group] = reason`` for
+    groups (with conv producers) that cannot be pruned at all."""
+
+    ratio: float
+    prunable: int
+    total: int
+    per_layer: dict[str, tuple[int, int]] = field(default_factory=dict)
+    unprunable: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"coverage: {self.prunable}/{self.total} conv output channels prunable ({100 * self.ratio:.1f}%)"]
+        for name, reason in self.unprunable.items():
+            lines.append(f"  unprunable group {name}: {reason}")
+        return "\n".join(lines)
+
+
+class DependencyGraph:
+    """Channel groups of ``model`` traced with ``example_inputs`` (a tensor or a tuple of tensors, batch first).
+
+    ``groups``: every ChannelGroup (those created by a conv/linear/conv-transpose layer), in execution order.
+    ``leaf_modules``: extra layer types to treat as opaque (their channels become unprunable). Building never
+    modifies the model. After ``prune_groups``/``apply_widths`` the graph describes the pruned model (group
+    names stay; sizes shrink).
+    """
+
+    def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type] = ()):
+        self.model = model
+        self.example_inputs = _as_tuple(example_inputs)
+        self._core: Core = analyse(model, self.example_inputs, tuple(leaf_modules))
+        self._derive()
+
+    # ---- structure ---------------------------------------------------------------------------------------------
+    def _derive(self) -> None:
+        core = self._core
+        k = core.num_classes
+        index_in_group = np.zeros(k, dtype=np.int64)
+        for classes in core.group_classes:
+            index_in_group[classes] = np.arange(len(classes))
+        per_group: list[list[GroupMember]] = [[] for _ in core.group_names]
+        for m in core.members:
+            gid = core.class_group[m.cls]
+            present = np.unique(gid[gid >= 0])
+            for g in present.tolist():
+                pos = np.flatnonzero(gid == g) if len(present) > 1 or (gid < 0).any() else np.arange(len(gid))
+                ch = index_in_group[m.cls[pos]]
+                size = len(core.group_classes[g])
+                offset = None
+                if len(pos) == size and pos[-1] - pos[0] == size - 1 and np.array_equal(ch, np.arange(size)):
+                    offset = int(pos[0])
+                per_group[g].append(GroupMember(m, torch.from_numpy(pos), torch.from_numpy(ch), offset))
+        groups = []
+        for g, (name, classes) in enumerate(zip(core.group_names, core.group_classes)):
+            pinned_mask = core.class_pinned[classes]
+            pinned = torch.from_numpy(np.flatnonzero(pinned_mask))
+            size = len(classes)
+            free = size - int(pinned_mask.sum())
+            reason = None
+            if free == 0:
+                first = int(classes[np.flatnonzero(pinned_mask)[0]])
+                reason = core.class_reason.get(first, "pinned")
+            elif size < 2:
+                reason = "a single channel"
+            elif pinned.numel():
+                first = int(classes[np.flatnonzero(pinned_mask)[0]])
+                reason = f"{pinned.numel()} channels pinned: {core.class_reason.get(first, 'pinned')}"
+            cover = []
+            pinned_set = set(pinned.tolist())
+            for gm in per_group[g]:
+                if len(gm.positions) == gm.member.size and len(gm.positions) and gm.offset is None:
+                    ch = gm.channels.unique()
+                    if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
+                        cover.append(ch)
+            groups.append(ChannelGroup(name=name, size=size, prunable=free >= 1 and size >= 2,
+                                       members=per_group[g], pinned=pinned, reason=reason,
+                                       exact=not bool(core.class_inexact[classes].any()), cover=cover))
+        self.groups: list[ChannelGroup] = groups
+        self._by_name = {g.name: g for g in groups}
+        self._idx = {g.name: i for i, g in enumerate(groups)}
+        self._cost = AnalyticCost(core, self.model)
+        self._min_widths = np.array([g.min_width for g in groups], dtype=np.float64)
+
+    @property
+    def warnings(self) -> list[str]:
+        """Messages about ops without a channel rule (also issued with ``warnings.warn`` at build time)."""
+        return list(self._core.warnings)
+
+    @property
+    def prunable_groups(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    def group(self, name: str) -> ChannelGroup:
+        """The group called ``name``; an unknown name raises ConfigError listing close names."""
+        g = self._by_name.get(name)
+        if g is None:
+            raise ConfigError(f"unknown channel group {name!r}.{self._hint(name)}")
+        return g
+
+    __getitem__ = group
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __iter__(self):
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def _hint(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self._by_name), n=5, cutoff=0.5)
+        if close:
+            return f" Close names: {', '.join(close)}."
+        return f" Groups: {', '.join(list(self._by_name)[:20])}{' ...' if len(self._by_name) > 20 else ''}."
+
+    def widths(self) -> dict[str, int]:
+        """Current width of every group."""
+        return {g.name: g.size for g in self.groups}
+
+    # ---- analytic cost -----------------------------------------------------------------------------------------
+    def width_vector(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Widths as a vector in ``groups`` order; a mapping may be partial (missing groups keep their size).
+        Each width is clamped to ``[group.min_width, group.size]`` (what ``apply_widths`` would give it with
+        ``min_channels=1, round_to=1``)."""
+        if widths is None:
+            return self._cost.sizes.copy()
+        return np.clip(self._raw_vector(widths), self._min_widths, self._cost.sizes)
+
+    def _raw_vector(self, widths) -> np.ndarray:
+        if isinstance(widths, Mapping):
+            w = self._cost.sizes.copy()
+            for name, v in widths.items():
+                g = self._by_name.get(name)
+                if g is None:
+                    raise ConfigError(f"unknown channel group {name!r}.{self._hint(name)}")
+                w[self._index(g)] = v
+            return w
+        w = np.asarray(widths, dtype=np.float64)
+        if w.shape != self._cost.sizes.shape:
+            raise ConfigError(f"widths vector has {w.shape[0] if w.ndim else 0} entries; the graph has "
+                              f"{len(self.groups)} groups")
+        return w
+
+    def _index(self, g: ChannelGroup) -> int:
+        return self._idx[g.name]
+
+    def macs(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> int:
+        """Multiply-accumulates per image at the given group widths (default: current), without a forward
+        pass; the convention of ``prunekit.cost.count`` (conv + linear, eval mode)."""
+        return int(round(self._cost.macs(self.width_vector(widths))))
+
+    def params(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> int:
+        """Number of parameters at the given group widths (default: current)."""
+        return int(round(self._cost.params(self.width_vector(widths))))
+
+    def coverage(self) -> Coverage:
+        """Share of conv output channels that sit in prunable groups and are not pinned."""
+        core = self._core
+        pruneable_group = np.array([g.prunable for g in self.groups] + [False])
+        per_layer, total, ok = {}, 0, 0
+        unprunable = {}
+        for m in core.members:
+            owner = m.module
+            if not (m.producer and isinstance(owner, nn.modules.conv._ConvNd)):
+                continue
+            gid = core.class_group[m.cls]
+            good = (gid >= 0) & pruneable_group[gid] & ~core.class_pinned[m.cls]
+            n_ok = int(good.sum())
+            per_layer[m.name] = (n_ok, m.size)
+            total += m.size
+            ok += n_ok
+        for g in self.groups:
+            if not g.prunable and any(isinstance(p.module, nn.modules.conv._ConvNd) for p in g.producers):
+                unprunable[g.name] = g.reason or ""
+        return Coverage(ok / total if total else 1.0, ok, total, per_layer, unprunable)
+
+    # ---- surgery ---------------------------------------------------------------------------------------------
+    def prune_groups(self, keep: Mapping[str, torch.Tensor | Sequence[int]],
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Physically keep only channels ``keep[name]`` (group channel indices) of each named group; groups not
+        named keep everything. Indices must include the group's pinned channels and not be empty. Modifies the
+        model in place (and slices ``optimizer``'s state); the graph then describes the pruned model."""
+        core = self._core
+        kept = np.ones(core.num_classes, dtype=bool)
+        for name, idx in keep.items():
+            g = self.group(name)
+            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+            if idx.numel() == g.size and torch.equal(idx.sort().values, torch.arange(g.size)):
+                continue
+            if not g.prunable:
+                raise ConfigError(f"group {name!r} cannot be pruned: {g.reason}")
+            if idx.numel() == 0:
+                raise ConfigError(f"keep[{name!r}] is empty: a group must keep at least one channel")
+            if idx.min() < 0 or idx.max() >= g.size:
+                raise ConfigError(f"keep[{name!r}] has indices outside [0, {g.size})")
+            if idx.unique().numel() != idx.numel():
+                raise ConfigError(f"keep[{name!r}] has repeated indices")
+            if g.pinned.numel() and not bool(torch.isin(g.pinned, idx).all()):
+                raise ConfigError(f"keep[{name!r}] drops pinned channels ({g.reason}); keep indices "
+                                  f"{g.pinned.tolist()[:10]}{'...' if g.pinned.numel() > 10 else ''}")
+            classes = core.group_classes[self._index(g)]
+            mask = np.zeros(g.size, dtype=bool)
+            mask[idx.numpy()] = True
+            kept[classes[~mask]] = False
+        if kept.all():
+            return
+        self._remove(kept, optimizer)
+
+    def _remove(self, kept: np.ndarray, optimizer: torch.optim.Optimizer | None) -> None:
+        core = self._core
+        touched: dict[int, nn.Module] = {}
+        done: set = set()
+        for m in core.members:
+            mask = kept[m.cls]
+            if mask.all():
+                continue
+            idx = torch.from_numpy(np.flatnonzero(mask))
+            if m.kind == "module":
+                h = surgery_for(m.module)
+                if h is None:  # pragma: no cover - rules only create members for handled types
+                    raise AssertionError(f"no surgery for {type(m.module).__name__}")
+                for attr, dim in h.params(m.module, m.role):
+                    slice_tensor(m.module, attr, dim, idx, optimizer, done)
+                h.resize(m.module, m.role, int(idx.numel()))
+                touched[id(m.module)] = m.module
+            else:
+                slice_tensor(m.module, m.attr, m.dim, idx, optimizer, done)
+                h = surgery_for(m.module)
+                if h is not None:
+                    h.sync(m.module)
+        for mod in touched.values():
+            surgery_for(mod).finish(mod)
+        self._core = core.filtered(kept)
+        self._derive()
