@@ -1,4 +1,4 @@
-"""The ``prunekit`` command line (typer). Every command is a thin layer over the library API."""
+"""The main typer app: models · train · eval · profile · quickstart, plus the prune and export commands."""
 
 from __future__ import annotations
 
@@ -9,80 +9,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from prunekit.cli.common import (console, err_console, input_size_option, load_recipe, parse_kv, resolve_device,
+                                 results_table)
+from prunekit.cli.export import export_cmd
+from prunekit.cli.prune import prune_app
 from prunekit.errors import ConfigError, PrunekitError
 
 app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Structured channel pruning for PyTorch CNNs: train, prune, profile, export.")
-console = Console()
-err_console = Console(stderr=True)
-
-
-# ---------------------------------------------------------------------------- helpers
-def _parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
-    """``["depth=20", "shortcut=A"]`` → ``{"depth": 20, "shortcut": "A"}`` (values parsed as YAML scalars)."""
-    import yaml
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ConfigError(f"{what} {item!r} must look like key=value")
-        k, v = item.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
-    return out
-
-
-def _load_recipe(path: Path | None) -> dict[str, Any]:
-    import yaml
-
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise ConfigError(f"--recipe {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--recipe {str(path)!r} must be a YAML mapping")
-    return data
-
-
-def _resolve_device(device: str) -> str:
-    import torch
-
-    from prunekit.train import distributed
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine")
-    info = distributed.current()
-    if device == "cuda" and info.enabled:
-        device = f"cuda:{info.local_rank}"
-    return device
-
-
-def _input_size(text: str | None, model: str) -> tuple[int, ...]:
-    from prunekit.models import default_input_size
-
-    if not text:
-        return default_input_size(model)
-    try:
-        size = tuple(int(v) for v in text.replace("x", ",").split(","))
-    except ValueError:
-        raise ConfigError(f"--input-size {text!r} must look like 3,32,32") from None
-    if len(size) != 3 or min(size) < 1:
-        raise ConfigError(f"--input-size {text!r} must be three positive integers C,H,W")
-    return size
-
-
-def _results_table(title: str, rows: list[tuple[str, str]]) -> Table:
-    t = Table(title=title, show_header=False)
-    t.add_column(style="bold")
-    t.add_column(justify="right")
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
+app.add_typer(prune_app, name="prune")
+app.command("export")(export_cmd)
 
 
 # ---------------------------------------------------------------------------- models
@@ -144,18 +82,18 @@ def train_cmd(
     from prunekit.train import distributed
     from prunekit.train.job import TrainJob, run_training
 
-    rc = _load_recipe(recipe)
+    rc = load_recipe(recipe)
     train_over = dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                       schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                       precision=precision, channels_last=channels_last, steps_per_epoch=steps_per_epoch,
                       seed=seed, tensorboard=tensorboard or None, progress=progress,
                       milestones=[int(m) for m in milestones.split(",")] if milestones else None,
                       checkpoint_dir=output, resume=resume)
-    model_args = {**rc.get("model_args", {}), **_parse_kv(model_arg, "--model-arg")}
+    model_args = {**rc.get("model_args", {}), **parse_kv(model_arg, "--model-arg")}
     job = TrainJob.from_recipe(rc, model=model, data=data, data_dir=str(data_dir) if data_dir else None,
                                batch_size=batch_size, val_split=val_split, train_subset=train_subset,
                                download=download or None, model_args=model_args, train=train_over)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     out = run_training(job, device=dev, extra_meta={"command": " ".join(sys.argv)}, log=err_console.print)
     if distributed.current().is_main:
         final = out.fit.final
@@ -168,28 +106,10 @@ def train_cmd(
         if "val_top1" in final:
             rows.append(("val top-1", f"{final['val_top1']:.2f}%"))
         rows += [("test top-1", f"{out.test.top1:.2f}%"), ("checkpoint", str(out.trainer.checkpoint_path))]
-        console.print(_results_table("training done", rows))
+        console.print(results_table("training done", rows))
 
 
 # ---------------------------------------------------------------------------- eval
-def model_from_checkpoint(ckpt: dict[str, Any]):
-    """Rebuild the model a Trainer checkpoint was written for, with its weights."""
-    from prunekit.errors import CheckpointError
-    from prunekit.models import create
-
-    spec = ckpt.get("meta", {}).get("model")
-    if not spec:
-        raise CheckpointError("checkpoint has no model description (meta.model); was it written by "
-                              "`prunekit train`?")
-    net = create(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError as e:
-        raise CheckpointError(f"checkpoint weights do not fit {spec['name']}: "
-                              f"{str(e).splitlines()[0][:300]}") from None
-    return net
-
-
 @app.command("eval")
 def eval_cmd(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `prunekit train` (last.ckpt)."),
@@ -200,11 +120,12 @@ def eval_cmd(
     """Evaluate a checkpoint on its dataset's test (or validation) split."""
     from prunekit.data import build_data
     from prunekit.train import evaluate, load_checkpoint
+    from prunekit.train.job import model_from_checkpoint
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r} must be test or val")
     ckpt = load_checkpoint(checkpoint)
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     net = model_from_checkpoint(ckpt).to(dev)
     d = ckpt["meta"]["data"]
     loaders = build_data(d["name"], data_dir=data_dir or (d.get("data_dir") or None),
@@ -214,7 +135,7 @@ def eval_cmd(
     if loader is None:
         raise ConfigError("--split val: this run had no validation split (val_split=0)")
     res = evaluate(net, loader, device=__import__("torch").device(dev))
-    console.print(_results_table(f"{checkpoint} · {split}", [
+    console.print(results_table(f"{checkpoint} · {split}", [
         ("model", ckpt["meta"]["model"]["name"]), ("epoch", str(ckpt["epoch"])),
         ("samples", str(res.samples)), ("top-1", f"{res.top1:.2f}%"), ("top-5", f"{res.top5:.2f}%"),
         ("loss", f"{res.loss:.4f}")]))
@@ -239,8 +160,8 @@ def profile_cmd(
     from prunekit.cost import count, measure_latency, peak_memory
     from prunekit.models import create
 
-    size = _input_size(input_size, model)
-    dev = _resolve_device(device)
+    size = input_size_option(input_size, model)
+    dev = resolve_device(device)
     kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
     net = create(model, num_classes=num_classes, **kwargs).eval()
     cost = count(net, torch.randn(1, *size))
@@ -258,7 +179,7 @@ def profile_cmd(
         rows.append((f"peak memory bs{b}", f"{mem / 2**20:.1f} MiB"))
         record["latency_ms"][f"bs{b}"] = lat.median_ms
         record["peak_memory_bytes"][f"bs{b}"] = mem
-    console.print(_results_table(f"profile · {model}", rows))
+    console.print(results_table(f"profile · {model}", rows))
     if json_out:
         json_out.write_text(json.dumps(record, indent=2))
 
@@ -275,7 +196,7 @@ def quickstart_cmd(
     from prunekit.quickstart import run_quickstart
 
     report = run_quickstart(output, epochs=epochs, seed=seed, progress=progress)
-    console.print(_results_table("prunekit quickstart · smallcnn on digits (offline)", report.rows()))
+    console.print(results_table("prunekit quickstart · smallcnn on digits (offline)", report.rows()))
 
 
 def main() -> None:

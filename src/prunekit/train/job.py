@@ -51,9 +51,10 @@ class TrainJob:
             raise ConfigError("no model given: pass --model (see `prunekit models`) or a recipe with `model:`")
         return cls(**fields_, config=TrainConfig.from_dict(train))
 
-    def meta(self, num_classes: int, model_kwargs: dict[str, Any]) -> dict[str, Any]:
+    def meta(self, num_classes: int, model_kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any]:
         """What a checkpoint stores so ``prunekit eval`` can rebuild the model and the data."""
         return {"model": {"name": self.model, "num_classes": num_classes, "kwargs": model_kwargs},
+                "input_shape": list(input_shape),
                 "data": {"name": self.data, "data_dir": self.data_dir or "", "val_split": self.val_split,
                          "seed": self.config.seed, "batch_size": self.batch_size, "args": self.data_args}}
 
@@ -97,8 +98,44 @@ def run_training(job: TrainJob, *, device: str = "cpu", extra_meta: dict[str, An
     model, kwargs = build_model_for(job, loaders.spec)
     if log is not None and info.is_main:
         log(f"{job.model} on {loaders.summary()} · {device} · {info.world_size} process(es)")
-    meta = job.meta(loaders.spec.num_classes, kwargs) | (extra_meta or {})
+    meta = job.meta(loaders.spec.num_classes, kwargs, loaders.spec.input_shape) | (extra_meta or {})
     trainer = Trainer(model, loaders.train, loaders.val, config=job.config, device=device, meta=meta)
     fit = trainer.fit()
     test = trainer.evaluate(loaders.test)
     return TrainOutcome(model, trainer, fit, test, loaders, time.time() - t0)
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    """Rebuild the model a Trainer checkpoint was written for (``meta.model``) and load its weights."""
+    from prunekit.errors import CheckpointError
+    from prunekit.models import create
+
+    spec = ckpt.get("meta", {}).get("model")
+    if not spec:
+        raise CheckpointError("checkpoint has no model description (meta.model); was it written by "
+                              "`prunekit train`?")
+    net = create(spec["name"], num_classes=spec["num_classes"], **spec.get("kwargs", {}))
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"checkpoint weights do not fit {spec['name']}: "
+                              f"{str(e).splitlines()[0][:300]}") from None
+    return net
+
+
+def load_trained_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+    """A trained model from ``path``: a prunekit model file (``.safetensors``, e.g. a pruned model) or a Trainer
+    checkpoint (``last.ckpt``). Returns (model, meta) where meta holds what the file says about model and data."""
+    from prunekit.train.checkpoint import load_checkpoint
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from prunekit.io import load, read_metadata
+
+        header = read_metadata(path)
+        meta = dict(header.get("meta") or {})
+        if header.get("inputs"):
+            meta.setdefault("input_shape", header["inputs"][0]["shape"][1:])
+        return load(path), meta
+    ckpt = load_checkpoint(path)
+    return model_from_checkpoint(ckpt), dict(ckpt.get("meta", {}))
