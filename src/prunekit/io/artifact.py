@@ -8,7 +8,8 @@ Its string metadata holds ``"format": "prunekit.model/1"`` and ``"prunekit"``: a
   see :mod:`prunekit.io.codec`);
 - ``modules``: ``{qualname: {"type": "torch.nn.Conv2d", "kwargs": {...}}}`` for every leaf module;
 - ``attrs``: ``{name: "parameter" | "buffer" | "buffer_np" | "constant"}`` for tensors owned by non-leaf modules
-  (e.g. ConvNeXt's ``layer_scale``); ``aliases`` (tied tensors), ``frozen`` (``requires_grad=False``);
+  (e.g. ConvNeXt's ``layer_scale``); ``aliases`` (tied tensors), ``frozen`` (``requires_grad=False``),
+  ``channels_last`` (4-D tensors to restore in that memory layout);
 - ``class_name``, ``training``, ``inputs`` (example input shapes/dtypes, if given), ``versions``, ``meta``.
 
 Loading reads JSON and raw tensors only: no pickle, no code from the file; functions and module types are
@@ -123,12 +124,17 @@ def describe_model(model: nn.Module, inputs: tuple[torch.Tensor, ...] | None = N
         "attrs": attrs,
         "aliases": aliases,
         "frozen": sorted(n for n, t in named.items() if isinstance(t, nn.Parameter) and not t.requires_grad),
+        "channels_last": sorted(n for n, t in named.items() if n in tensors and _is_channels_last(t)),
         "inputs": None if inputs is None else [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")}
                                                for t in inputs],
         "versions": {"prunekit": _prunekit_version(), "torch": torch.__version__.split("+")[0]},
         "meta": {},
     }
     return header, tensors
+
+
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
 
 
 def _leaf_prefix(name: str, leaves: Mapping[str, nn.Module]) -> str | None:
@@ -222,6 +228,10 @@ def _dedupe(named: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor],
 def build_model(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) -> torch.fx.GraphModule:
     """Rebuild the GraphModule described by ``header`` with the given tensors (raises PrunekitError)."""
     _check_format(header.get("format"))
+    tensors = dict(tensors)
+    for name in header.get("channels_last", []):  # the file stores row-major data; restore the layout
+        if name in tensors and tensors[name].dim() == 4:
+            tensors[name] = tensors[name].contiguous(memory_format=torch.channels_last)
     modules = header.get("modules", {})
     attrs = header.get("attrs", {})
     frozen = set(header.get("frozen", []))

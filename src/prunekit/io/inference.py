@@ -91,7 +91,9 @@ _register_defaults()
 
 # ------------------------------------------------------------------------------------------ passes
 def fold_batchnorm(gm: torch.fx.GraphModule, example_inputs: ExampleInputs | None = None) -> int:
-    """Fold, in place, every eval-mode BN whose input is a conv/linear output used by nothing else.
+    """Fold, in ``gm``, every eval-mode BN whose input is a conv/linear output used by nothing else.
+
+    The folded conv/linear is a new module in ``gm`` (modules ``gm`` shares with another model stay untouched).
 
     Linear → BatchNorm1d is folded only when ``example_inputs`` show the linear output is 2-D (N, C).
     Returns the number of folded norms.
@@ -127,7 +129,9 @@ def fold_batchnorm(gm: torch.fx.GraphModule, example_inputs: ExampleInputs | Non
         out_channels = getattr(producer, "out_channels", getattr(producer, "out_features", None))
         if affine is None or affine[0].numel() != out_channels:
             continue
+        producer = copy.deepcopy(producer)  # never touch modules shared with the traced model
         fold(producer, *affine)
+        _replace_submodule(gm, producer_node.target, producer)
         bn_node.replace_all_uses_with(producer_node)
         gm.graph.erase_node(bn_node)
         folded += 1
@@ -135,6 +139,11 @@ def fold_batchnorm(gm: torch.fx.GraphModule, example_inputs: ExampleInputs | Non
     gm.delete_all_unused_submodules()
     gm.recompile()
     return folded
+
+
+def _replace_submodule(gm: torch.fx.GraphModule, target: str, module: nn.Module) -> None:
+    parent_path, _, attr = target.rpartition(".")
+    setattr(gm.get_submodule(parent_path) if parent_path else gm, attr, module)
 
 
 def drop_noops(gm: torch.fx.GraphModule) -> int:

@@ -64,7 +64,9 @@ def export_onnx(model: nn.Module, example_inputs: ExampleInputs, path: str | os.
             if isinstance(exc, (PrunekitError, KeyboardInterrupt)):
                 raise
             if isinstance(exc, Exception):
-                raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc
+                first_line = (str(exc).strip().splitlines() or [""])[0]  # the exporter appends whole IR dumps
+                raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: "
+                                  f"{first_line}") from exc
             raise
     return path
 
