@@ -208,7 +208,8 @@ class NetworkSlimming:
         """Sparsity-train, prune, fine-tune (× passes) under ``output_dir`` (resumable), and report.
 
         ``data``: prunekit DataLoaders (train / val / test); the validation split is what the report shows
-        between stages, the test set only the final numbers. Writes ``widths.png``, ``gamma_hist.png`` and
+        between stages, the test set only the reported numbers. The baseline of the report is the unpruned
+        network right before the first pruning step (after sparsity training when there is one). Writes ``widths.png``, ``gamma_hist.png`` and
         ``model.safetensors`` (the final pruned model) into ``output_dir``.
         """
         from prunekit.io import save
@@ -225,8 +226,6 @@ class NetworkSlimming:
         require_bn(bn_gamma_scores(graph0, c.reduction))  # fail before any training
         widths0 = {g.name: g.size for g in graph0.prunable_groups}
         model.to(device)
-        baseline = summarize(model, x, latency=latency)
-        baseline.top1["test"] = evaluate(model, data.test).top1
         gammas = {"before sparsity": torch.cat([g.detach().abs().cpu() for g in bn_weights(model)])}
         pipe = Pipeline(out, x, device=device, log=log)
         details: dict[str, Any] = {"passes": []}
@@ -236,6 +235,9 @@ class NetworkSlimming:
                                    [L1Subgradient(c.sparsity)])
                 if p == 1:
                     gammas["after sparsity"] = torch.cat([g.detach().abs().cpu() for g in bn_weights(model)])
+            if p == 1:  # the unpruned network (after sparsity training, if any) is the baseline
+                baseline = summarize(model, x, latency=latency)
+                baseline.top1["test"] = evaluate(model, data.test).top1
 
             def prune_step(m: nn.Module, p=p) -> dict[str, Any]:
                 m.cpu()
