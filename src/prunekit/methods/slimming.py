@@ -19,14 +19,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Iterable, Literal
 
 import torch
 import torch.nn as nn
 
 from prunekit.errors import ConfigError, check_range
 from prunekit.graph import ChannelGroup, DependencyGraph, apply_widths, resolve_width
-from prunekit.train import L1Subgradient, TrainConfig, bn_weights
+from prunekit.train import Callback, L1Subgradient, TrainConfig, bn_weights
 
 
 # ----------------------------------------------------------------------------- scores and threshold
@@ -204,12 +204,13 @@ class NetworkSlimming:
         self.config = config
 
     def run(self, model: nn.Module, data, output_dir: str | Path, *, device: str = "cpu",
-            log: Callable[[str], None] | None = None, latency: bool = True):
+            log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = ()):
         """Sparsity-train, prune, fine-tune (× passes) under ``output_dir`` (resumable), and report.
 
         ``data``: prunekit DataLoaders (train / val / test); the validation split is what the report shows
         between stages, the test set only the reported numbers. The baseline of the report is the unpruned
-        network right before the first pruning step (after sparsity training when there is one). Writes ``widths.png``, ``gamma_hist.png`` and
+        network right before the first pruning step (after sparsity training when there is one). ``callbacks``
+        are added to every training stage (logging, custom regularisers). Writes ``widths.png``, ``gamma_hist.png`` and
         ``model.safetensors`` (the final pruned model) into ``output_dir``.
         """
         from prunekit.io import save
@@ -232,7 +233,7 @@ class NetworkSlimming:
         for p in range(1, c.passes + 1):
             if c.sparsity_train is not None and c.sparsity > 0:
                 model = pipe.train(f"pass{p}-sparsity", model, data.train, data.val, c.sparsity_train,
-                                   [L1Subgradient(c.sparsity)])
+                                   [L1Subgradient(c.sparsity), *callbacks])
                 if p == 1:
                     gammas["after sparsity"] = torch.cat([g.detach().abs().cpu() for g in bn_weights(model)])
             if p == 1:  # the unpruned network (after sparsity training, if any) is the baseline
@@ -253,7 +254,7 @@ class NetworkSlimming:
             model = pipe.transform(f"pass{p}-prune", model, prune_step)
             details["passes"].append(pipe.records[-1].metrics)
             if c.finetune is not None:
-                model = pipe.train(f"pass{p}-finetune", model, data.train, data.val, c.finetune)
+                model = pipe.train(f"pass{p}-finetune", model, data.train, data.val, c.finetune, callbacks)
         model.eval()
         widths1 = DependencyGraph(model.cpu(), x).widths()
         model.to(device)
