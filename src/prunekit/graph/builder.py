@@ -76,6 +76,7 @@ class Builder:
         self._tb: list[Ids] = []
         self._pins: list[tuple[Ids, str]] = []
         self._inexact: list[Ids] = []
+        self._same: list[tuple[Ids, Ids, str]] = []
         self.members: dict[tuple, dict] = {}     # key -> record (ids, module, attr, dim, ...)
         self.fixed_members: dict[tuple, str] = {}
         self.module_out: dict[str, Ids] = {}
@@ -137,6 +138,10 @@ class Builder:
         """Pin every id inside a labels structure (dict dim -> ids, or nested tuples/lists/dicts of them)."""
         if labels is None:
             return
+        ids = getattr(labels, "ids", None)
+        if ids is not None and not isinstance(labels, (dict, tuple, list)):
+            self.pin(ids, reason)
+            return
         if isinstance(labels, dict) and all(isinstance(k, int) for k in labels):
             for ids in labels.values():
                 self.pin(ids, reason)
@@ -146,6 +151,10 @@ class Builder:
         elif isinstance(labels, (tuple, list)):
             for v in labels:
                 self.pin_labels(v, reason)
+
+    def same_classes(self, a: Ids, b: Ids, reason: str) -> None:
+        """Require ``a`` and ``b`` to cover the same channel classes (checked after all ties); else pin both."""
+        self._same.append((a.reshape(-1), b.reshape(-1), reason))
 
     def mark_inexact(self, ids: Ids) -> None:
         self._inexact.append(ids.reshape(-1))
@@ -199,6 +208,10 @@ class Builder:
             root = components(n, np.concatenate(self._ta), np.concatenate(self._tb))
         else:
             root = np.arange(n, dtype=np.int64)
+        for a, b, reason in self._same:
+            if not np.array_equal(np.unique(root[a]), np.unique(root[b])):
+                self.pin(a, reason)
+                self.pin(b, reason)
         uniq, cls_of_id = np.unique(root, return_inverse=True)
         k = len(uniq)
         pinned = np.zeros(k, dtype=bool)

@@ -29,7 +29,8 @@ def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
 
 @dataclass
 class Coverage:
-    """Share of conv output channels that can be pruned (in a prunable group, not pinned).
+    """Share of conv output channels that can be pruned (in a prunable group, not pinned). Channels that are
+    the model's output (a conv classifier) are left out of the count.
 
     ``ratio = prunable / total``; ``per_layer[name] = (prunable, total)``; ``unprunable[group] = reason`` for
     groups (with conv producers) that cannot be pruned at all."""
@@ -189,6 +190,9 @@ class DependencyGraph:
         """Share of conv output channels that sit in prunable groups and are not pinned."""
         core = self._core
         pruneable_group = np.array([g.prunable for g in self.groups] + [False])
+        output = np.zeros(core.num_classes, dtype=bool)
+        for c, r in core.class_reason.items():
+            output[c] = r == "model output"
         per_layer, total, ok = {}, 0, 0
         unprunable = {}
         for m in core.members:
@@ -198,8 +202,11 @@ class DependencyGraph:
             gid = core.class_group[m.cls]
             good = (gid >= 0) & pruneable_group[gid] & ~core.class_pinned[m.cls]
             n_ok = int(good.sum())
-            per_layer[m.name] = (n_ok, m.size)
-            total += m.size
+            n = m.size - int(output[m.cls].sum())
+            if n == 0:
+                continue
+            per_layer[m.name] = (n_ok, n)
+            total += n
             ok += n_ok
         for g in self.groups:
             if not g.prunable and any(isinstance(p.module, nn.modules.conv._ConvNd) for p in g.producers):

@@ -27,7 +27,8 @@ from torch.fx.node import map_aggregate, map_arg
 
 from prunekit.errors import PrunekitError
 from prunekit.graph.builder import Builder, Core
-from prunekit.graph.rules import FUNCTION_RULES, METHOD_RULES, MODULE_RULES, Call, unknown_rule
+from prunekit.graph.rules import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, SIZE_AWARE, SIZE_RULES, Call,
+                                  SizeRef, unknown_rule)
 
 
 class GraphError(PrunekitError):
@@ -109,6 +110,36 @@ class _MetaRunFailed(Exception):
     pass
 
 
+_SAME_SHAPE = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm,
+               nn.PReLU, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+               nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
+               nn.modules.dropout._DropoutNd)
+_F_CONV = {nn.Conv1d: torch.nn.functional.conv1d, nn.Conv2d: torch.nn.functional.conv2d,
+           nn.Conv3d: torch.nn.functional.conv3d}
+
+
+def _meta_call(module: nn.Module, name: str, args: tuple, kwargs: dict, cache: dict) -> Any:
+    """Run a layer on meta tensors: shape-only shortcuts for common layers, else the layer with meta state."""
+    x = args[0] if args else None
+    if not kwargs and isinstance(x, torch.Tensor) and len(args) == 1:
+        if isinstance(module, _SAME_SHAPE) and type(module).forward is getattr(
+                next(t for t in type(module).__mro__ if t in _SAME_SHAPE or t.__module__.startswith("torch.nn")),
+                "forward", None):
+            return torch.empty_like(x)
+        conv = _F_CONV.get(type(module))
+        if conv is not None:
+            w = torch.empty(module.weight.shape, device="meta", dtype=x.dtype)
+            return conv(x, w, None, module.stride, module.padding, module.dilation, module.groups)
+        if type(module) is nn.Linear:
+            return x.new_empty((*x.shape[:-1], module.out_features))
+    state = cache.get(name)
+    if state is None:
+        state = cache[name] = {k: v.to("meta") for k, v in [*module.named_parameters(), *module.named_buffers()]}
+    if not state:
+        return module(*args, **kwargs)
+    return torch.func.functional_call(module, state, args, kwargs)
+
+
 def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Sequence[torch.Tensor],
           meta: bool) -> None:
     model = b.model
@@ -152,12 +183,7 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                 if op == "call_module":
                     module = modules[node.target]
                     if meta:
-                        state = meta_state.get(node.target)
-                        if state is None:
-                            state = {k: v.to("meta") for k, v in
-                                     [*module.named_parameters(), *module.named_buffers()]}
-                            meta_state[node.target] = state
-                        value = torch.func.functional_call(module, state, args, kwargs)
+                        value = _meta_call(module, node.target, args, kwargs, meta_state)
                     else:
                         value = module(*args, **kwargs)
                 elif op == "call_function":
@@ -170,17 +196,22 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                 where = f" (module '{node.target}')" if op == "call_module" else ""
                 raise GraphError(f"the model failed on example_inputs at node '{node.name}'{where}: "
                                  f"{type(exc).__name__}: {exc}") from exc
+            largs = map_arg(node.args, lambda n: labels.get(n))
+            lkwargs = map_arg(node.kwargs, lambda n: labels.get(n))
+            call = Call(node, module, node.target if op == "call_module" else "", args, kwargs, largs, lkwargs,
+                        value)
             if _has_tensor(value):
-                largs = map_arg(node.args, lambda n: labels.get(n))
-                lkwargs = map_arg(node.kwargs, lambda n: labels.get(n))
                 if op == "call_module":
                     rule = next((MODULE_RULES[t] for t in type(module).__mro__ if t in MODULE_RULES), unknown_rule)
                 elif op == "call_function":
-                    rule = FUNCTION_RULES.get(node.target, unknown_rule)
+                    rule = FUNCTION_RULES.get(node.target)
+                    if rule is None:
+                        rule = _tuple_rule if _is_tuple_type(node.target) else unknown_rule
                 else:
                     rule = METHOD_RULES.get(node.target, unknown_rule)
-                call = Call(node, module, node.target if op == "call_module" else "", args, kwargs,
-                            largs, lkwargs, value)
+            else:
+                rule = SIZE_RULES.get(node.target) if op != "call_module" else None
+            if rule is not None:
                 try:
                     lab = rule(b, call)
                 except PrunekitError:
@@ -188,13 +219,49 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                 except Exception as exc:
                     exc.add_note(f"prunekit: while applying the channel rule of node '{node.name}' ({call.op_name()})")
                     raise
+            if rule not in SIZE_AWARE and rule not in _SIZE_PASS:
+                _pin_sizes(b, call, (largs, lkwargs))
         env[node] = value
         labels[node] = lab
+
+
+def _is_tuple_type(target: Any) -> bool:
+    return isinstance(target, type) and issubclass(target, tuple)
+
+
+def _tuple_rule(b: Builder, call: Call) -> tuple:
+    """Building a (named) tuple of tensors, e.g. GoogLeNet's train-mode outputs: labels are just collected."""
+    return tuple(call.largs) + tuple(call.lkwargs.values())
+
+
+_SIZE_PASS = set(SIZE_RULES.values()) | {_tuple_rule}
+
+
+def _pin_sizes(b: Builder, call: Call, labels: Any) -> None:
+    """An op that does not understand sizes used a channel count computed from a tensor: pin those channels."""
+    def visit(x: Any) -> Any:
+        if isinstance(x, SizeRef) and x.ids is not None:
+            b.pin(x.ids, f"channel count used by {call.op_name()} in '{call.where}'")
+        return x
+    map_aggregate(labels, visit)
 
 
 def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tuple[type, ...] = ()) -> Core:
     """Trace ``model`` and run every rule; returns the class-level core of the dependency graph."""
     graphs = trace(model, leaf_types)
+    try:
+        return _analyse(model, inputs, graphs)
+    except GraphError as exc:
+        if len(graphs) == 1:
+            raise
+        import warnings
+        warnings.warn(f"prunekit: the train-mode graph of {type(model).__name__} does not run on example_inputs "
+                      f"({exc}); only the eval-mode graph is analysed (train-only branches such as auxiliary "
+                      "heads may break after pruning: give example_inputs of the training size)", stacklevel=3)
+        return _analyse(model, inputs, graphs[:1])
+
+
+def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list) -> Core:
     batch = int(inputs[0].shape[0]) if inputs[0].ndim else 1
     for meta in (True, False):
         b = Builder(model, batch)

@@ -89,9 +89,11 @@ class MagnitudeImportance(Importance):
             w, dim = found
             w = w.detach()
             other = [d for d in range(w.ndim) if d != dim]
-            per = w.abs().pow(self.p).sum(dim=other) if other else w.abs().pow(self.p)
+            per = torch.linalg.vector_norm(w, ord=self.p, dim=other) if other else w.abs()
+            if self.p != 1:
+                per = per.pow(self.p)
             total += gm.reduce(per.double().cpu(), group.size)
-        return total.pow(1.0 / self.p).float()
+        return (total if self.p == 1 else total.pow(1.0 / self.p)).float()
 
 
 @register_importance("l2")

@@ -14,9 +14,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from prunekit.graph.builder import Builder
-from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, Call, Labels, broadcast, function_rule,
-                                          is_tensor, method_rule, norm_dim, passthrough, reshape_labels,
-                                          shift_labels, unknown_rule, where_of)
+from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, SIZE_AWARE, Call, Labels, SizeRef,
+                                          broadcast, function_rule, is_tensor, method_rule, norm_dim, passthrough,
+                                          reshape_labels, shift_labels, size_constraint, unknown_rule, where_of)
 
 # ---------------------------------------------------------------------------------------------------------------
 # elementwise
@@ -221,33 +221,51 @@ def _is_dynamic(raw) -> bool:
     return isinstance(raw, torch.fx.Node) or raw == -1
 
 
-def _static_flags(raw_shape, ndim: int) -> list[bool]:
-    if isinstance(raw_shape, torch.fx.Node) or raw_shape is None:
-        return [True] * ndim  # the whole shape comes from elsewhere: treat every size as fixed
-    return [not _is_dynamic(r) for r in raw_shape]
+def shape_spec(raw, lab, ndim: int) -> list:
+    """Where each size of a shape argument comes from: ``"lit"``, ``"free"`` (-1) or a ``SizeRef``.
+
+    ``raw`` is the fx argument (a tuple of literals and Nodes, or one Node holding a whole size tuple) and ``lab``
+    its labels (SizeRefs for sizes computed from tensors). A Node of unknown provenance counts as a literal."""
+    if isinstance(raw, torch.fx.Node):
+        if isinstance(lab, (tuple, list)) and len(lab) == ndim:
+            return [x if isinstance(x, SizeRef) else "lit" for x in lab]
+        return ["lit"] * ndim
+    if raw is None:
+        return ["lit"] * ndim
+    lab = lab if isinstance(lab, (tuple, list)) else [None] * len(raw)
+    spec = []
+    for r, lb in zip(raw, lab):
+        if isinstance(r, torch.fx.Node):
+            spec.append(lb if isinstance(lb, SizeRef) else "lit")
+        else:
+            spec.append("free" if r == -1 else "lit")
+    return spec
+
+
+def _varargs(call: Call, key: str):
+    """Shape-like varargs of a Tensor method (``x.view(a, b)`` or ``x.view((a, b))``): (raw, labels)."""
+    raw, lab = call.node.args[1:], call.largs[1:]
+    if len(raw) == 1 and isinstance(raw[0], (tuple, list, torch.fx.Node)):
+        raw, lab = raw[0], lab[0]
+    if not raw and key in call.node.kwargs:
+        raw, lab = call.node.kwargs[key], call.lkwargs.get(key)
+    return raw, lab
 
 
 @method_rule("view", "reshape")
 def view(b: Builder, call: Call):
     x, lab = call.args[0], call.largs[0]
-    if not lab:
-        return None
-    raw = call.node.args[1:]
-    if len(raw) == 1 and isinstance(raw[0], (tuple, list, torch.fx.Node)):
-        raw = raw[0]
-    if not raw and "size" in call.node.kwargs:
-        raw = call.node.kwargs["size"]
     if len(call.args) == 2 and isinstance(call.args[1], torch.dtype):  # x.view(dtype)
         return unknown_rule(b, call)
-    return reshape_labels(b, call, x, lab, tuple(call.out.shape), _static_flags(raw, call.out.ndim))
+    raw, rlab = _varargs(call, "size" if call.node.target == "view" else "shape")
+    return reshape_labels(b, call, x, lab, tuple(call.out.shape), shape_spec(raw, rlab, call.out.ndim))
 
 
 @function_rule(torch.reshape)
 def reshape_fn(b: Builder, call: Call):
     x, lab = call.arg(0, "input"), call.lab(0, "input")
-    if not lab:
-        return None
-    return reshape_labels(b, call, x, lab, tuple(call.out.shape), _static_flags(call.raw(1, "shape"), call.out.ndim))
+    spec = shape_spec(call.raw(1, "shape"), call.lab(1, "shape"), call.out.ndim)
+    return reshape_labels(b, call, x, lab, tuple(call.out.shape), spec)
 
 
 @method_rule("view_as", "reshape_as")
@@ -262,25 +280,21 @@ def view_as(b: Builder, call: Call):
 @method_rule("flatten")
 def flatten(b: Builder, call: Call):
     x, lab = call.arg(0, "input"), call.lab(0, "input")
-    return reshape_labels(b, call, x, lab, tuple(call.out.shape), [False] * call.out.ndim)
+    return reshape_labels(b, call, x, lab, tuple(call.out.shape), ["free"] * call.out.ndim)
 
 
 @function_rule(torch.unflatten)
 @method_rule("unflatten")
 def unflatten(b: Builder, call: Call):
     x, lab = call.arg(0, "input"), call.lab(0, "input")
-    if not lab:
-        return None
     d = norm_dim(call.arg(1, "dim"), x.ndim)
-    raw = call.raw(2, "sizes")
-    static = [False] * call.out.ndim
-    if isinstance(raw, torch.fx.Node):
-        flags = [True] * (call.out.ndim - x.ndim + 1)
-    else:
-        flags = [not _is_dynamic(r) for r in raw]
-    for i, f in enumerate(flags):
-        static[d + i] = f
-    return reshape_labels(b, call, x, lab, tuple(call.out.shape), static)
+    k = call.out.ndim - x.ndim + 1
+    spec = ["free"] * call.out.ndim
+    spec[d:d + k] = shape_spec(call.raw(2, "sizes"), call.lab(2, "sizes"), k)
+    return reshape_labels(b, call, x, lab, tuple(call.out.shape), spec)
+
+
+SIZE_AWARE.update({view, reshape_fn, unflatten})
 
 
 def _perm_arg(call: Call) -> list[int]:
@@ -374,23 +388,27 @@ def squeeze(b: Builder, call: Call):
 
 @method_rule("expand")
 def expand(b: Builder, call: Call):
-    x, lab = call.args[0], call.largs[0]
-    if not lab:
-        return None
-    raw = call.node.args[1:]
-    if len(raw) == 1 and isinstance(raw[0], (tuple, list)):
-        raw = raw[0]
-    if not raw:
-        raw = call.node.kwargs.get("size", ())
+    x, lab = call.args[0], call.largs[0] or {}
+    raw, rlab = _varargs(call, "size")
     off = call.out.ndim - x.ndim
+    spec = shape_spec(raw, rlab, call.out.ndim)
     out = {}
-    for d, ids in lab.items():
-        r = raw[d + off] if d + off < len(raw) else -1
-        if not _is_dynamic(r):
-            b.pin(ids, f"expand to a literal size in '{call.where}'")
-            continue
-        out[d + off] = ids
+    for j, sp in enumerate(spec):
+        d = j - off
+        ids = lab.get(d) if d >= 0 else None
+        if isinstance(sp, SizeRef):
+            size_constraint(b, call, ids, sp, "an expanded channel dim")
+            if ids is not None and sp.ids is not None:
+                out[j] = ids
+        elif ids is not None:
+            if sp == "lit":
+                b.pin(ids, f"expand to a literal size in '{call.where}'")
+            else:
+                out[j] = ids
     return out or None
+
+
+SIZE_AWARE.add(expand)
 
 
 @method_rule("repeat")
@@ -741,6 +759,70 @@ def f_group_norm(b: Builder, call: Call):
         b.pin(lab[1], f"group_norm with a literal num_groups in '{call.where}'")
     _tie_params(b, call, None, [(2, "weight"), (3, "bias")])
     return lab
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Python ints computed from sizes (x.size(1), x.shape, arithmetic on them): their provenance (SizeRef)
+
+SIZE_RULES: dict = {}
+
+
+def _size_of(x, lab, d=None):
+    lab = lab or {}
+    if d is None:
+        return tuple(SizeRef(lab.get(i)) for i in range(x.ndim))
+    return SizeRef(lab.get(norm_dim(d, x.ndim)))
+
+
+def _size_method(b: Builder, call: Call):
+    x, lab = call.args[0], call.largs[0]
+    return _size_of(x, lab, call.arg(1, "dim"))
+
+
+def _getattr(b: Builder, call: Call):
+    x, name = call.args[0], call.args[1]
+    if is_tensor(x) and name == "shape":
+        return _size_of(x, call.largs[0])
+    return None
+
+
+def _size_getitem(b: Builder, call: Call):
+    lab, idx = call.largs[0], call.args[1]
+    if isinstance(lab, (tuple, list)) and isinstance(idx, (int, slice)):
+        return lab[idx]
+    return None
+
+
+def _size_arith(b: Builder, call: Call):
+    refs = [x for x in list(call.largs) + list(call.lkwargs.values()) if isinstance(x, SizeRef)]
+    if not refs:
+        return None
+    labelled = [r for r in refs if r.ids is not None]
+    if not labelled:
+        return SizeRef(None)
+    if len(labelled) > 1:  # a product/sum of several channel counts: no simple correspondence
+        for r in labelled:
+            b.pin(r.ids, f"channel counts combined in '{call.where}'")
+        return SizeRef(None)
+    return SizeRef(labelled[0].ids, derived=True)
+
+
+def _numel(b: Builder, call: Call):
+    x, lab = call.args[0], call.largs[0]
+    if not lab:
+        return SizeRef(None)
+    if len(lab) > 1:
+        return _size_arith(b, Call(call.node, None, "", (), {}, tuple(SizeRef(v) for v in lab.values()), {}, None))
+    return SizeRef(next(iter(lab.values())), derived=True)
+
+
+SIZE_RULES["size"] = _size_method
+SIZE_RULES["numel"] = _numel
+SIZE_RULES[builtins.getattr] = _getattr
+SIZE_RULES[operator.getitem] = _size_getitem
+for _op in (operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv, operator.mod,
+            operator.neg, builtins.int, builtins.float, math.floor, math.ceil, operator.pow):
+    SIZE_RULES[_op] = _size_arith
 
 
 # builtins that never carry channels

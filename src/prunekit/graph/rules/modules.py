@@ -215,7 +215,7 @@ def pad_module(b: Builder, call: Call):
 @module_rule(nn.Flatten)
 def flatten_module(b: Builder, call: Call):
     x = call.arg(0, "input")
-    return reshape_labels(b, call, x, call.lab(0, "input"), tuple(call.out.shape), [False] * call.out.ndim)
+    return reshape_labels(b, call, x, call.lab(0, "input"), tuple(call.out.shape), ["free"] * call.out.ndim)
 
 
 @module_rule(nn.Unflatten)
@@ -223,10 +223,10 @@ def unflatten_module(b: Builder, call: Call):
     m = call.module
     x = call.arg(0, "input")
     d = m.dim if isinstance(m.dim, int) and m.dim >= 0 else x.ndim + m.dim
-    static = [False] * call.out.ndim
+    spec = ["free"] * call.out.ndim
     for i, s in enumerate(m.unflattened_size):
-        static[d + i] = s != -1
-    return reshape_labels(b, call, x, call.lab(0, "input"), tuple(call.out.shape), static)
+        spec[d + i] = "free" if s == -1 else "lit"
+    return reshape_labels(b, call, x, call.lab(0, "input"), tuple(call.out.shape), spec)
 
 
 @module_rule(nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d)

@@ -27,6 +27,7 @@ Labels = dict[int, Ids]
 Rule = Callable[[Builder, "Call"], Any]
 
 MODULE_RULES: dict[type, Rule] = {}
+SIZE_AWARE: set = set()   # rules that handle SizeRef arguments themselves (others get them pinned)
 FUNCTION_RULES: dict[Any, Rule] = {}
 METHOD_RULES: dict[str, Rule] = {}
 
@@ -54,6 +55,21 @@ def method_rule(*names: str) -> Callable[[Rule], Rule]:
             METHOD_RULES[n] = fn
         return fn
     return wrap
+
+
+class SizeRef:
+    """Provenance of a Python int (or bool) computed from tensor sizes in the traced code: ``ids`` are the
+    channel ids of the dim it measures (None: a fixed dim, e.g. batch or space); ``derived``: it went through
+    arithmetic (``x.size(1) // 2``). Ops that use such an int as a size must keep it consistent with pruning."""
+
+    __slots__ = ("ids", "derived")
+
+    def __init__(self, ids: Ids | None, derived: bool = False):
+        self.ids = ids
+        self.derived = derived
+
+    def __repr__(self) -> str:
+        return f"SizeRef({None if self.ids is None else len(self.ids)}, derived={self.derived})"
 
 
 @dataclass
@@ -123,6 +139,8 @@ def norm_dim(d: int, ndim: int) -> int:
 def has_labels(lab: Any) -> bool:
     if lab is None:
         return False
+    if isinstance(lab, SizeRef):
+        return lab.ids is not None
     if isinstance(lab, dict):
         if all(isinstance(k, int) for k in lab):
             return bool(lab)
@@ -231,17 +249,43 @@ def _align(a: list[int], b: list[int]) -> list[tuple[list[int], list[int]]] | No
     return groups
 
 
+def size_constraint(b: Builder, call: Call, ids: Ids | None, ref: "SizeRef", what: str) -> None:
+    """Output dim with channel ids ``ids`` (None: fixed) gets its size from ``ref``: keep them consistent."""
+    if ref.ids is None:
+        if ids is not None:
+            b.pin(ids, f"{what} gets its size from a fixed dim in '{call.where}'")
+    elif ids is None:
+        b.pin(ref.ids, f"channel count used as the size of a fixed dim by {call.op_name()} in '{call.where}'")
+    elif not ref.derived and len(ref.ids) == len(ids):
+        b.tie(ids, ref.ids)
+    else:
+        b.same_classes(ids, ref.ids, f"{what} sized by a computed channel count in '{call.where}'")
+
+
 def reshape_labels(b: Builder, call: Call, x: torch.Tensor, lab: Labels | None, out_shape: tuple[int, ...],
-                   static: list[bool]) -> Labels | None:
+                   spec: list) -> Labels | None:
     """Labels through a view/reshape/flatten from ``x.shape`` to ``out_shape``.
 
-    ``static[j]``: output dim ``j``'s size is a literal in the code (it will not follow pruning). A channel dim may
-    move unchanged, be merged with neighbours (ids repeat: channel x spatial positions, as flatten -> linear) or
-    be split into one dynamic dim and static ones (channel shuffle: ``view(N, g, C/g, H, W)``; the ids along the
-    static dims are tied so every pruned width keeps the split valid). Anything else pins the channels.
+    ``spec[j]`` says where output dim ``j``'s size comes from: ``"lit"`` (a literal in the code: it will not follow
+    pruning), ``"free"`` (-1, inferred, or a flatten), or a ``SizeRef`` (computed from a tensor's size: it follows
+    that tensor's pruning, so its channels are tied to this dim's). A channel dim may move unchanged, be merged
+    with neighbours (ids repeat: channel x spatial positions, as flatten -> linear) or be split into one dynamic
+    dim and static ones (channel shuffle: ``view(N, g, C/g, H, W)``; the ids along the static dims are tied so
+    every pruned width keeps the split valid). Anything else pins the channels.
     """
-    if not lab:
-        return None
+    result = _reshape(b, call, x, lab, out_shape, spec) if lab else None
+    for j, sp in enumerate(spec):
+        if isinstance(sp, SizeRef):
+            size_constraint(b, call, result.get(j) if result else None, sp, "a reshaped channel dim")
+    return result
+
+
+def _is_static(sp) -> bool:
+    return sp == "lit" or (isinstance(sp, SizeRef) and sp.ids is None)
+
+
+def _reshape(b: Builder, call: Call, x: torch.Tensor, lab: Labels, out_shape: tuple[int, ...],
+             spec: list) -> Labels | None:
     in_shape = tuple(x.shape)
     out_shape = tuple(out_shape)
     why = f"reshaped by {call.op_name()} in '{call.where}'"
@@ -272,7 +316,7 @@ def reshape_labels(b: Builder, call: Call, x: torch.Tensor, lab: Labels | None, 
         ids = lab[c]
         if len(gj) == 1:
             j = gj[0]
-            if static[j]:
+            if spec[j] == "lit":
                 b.pin(ids, why + f" to a literal size {out_shape[j]}")
                 continue
             if len(gi) == 1:
@@ -283,7 +327,7 @@ def reshape_labels(b: Builder, call: Call, x: torch.Tensor, lab: Labels | None, 
                 view[gi.index(c)] = -1
                 result[j] = np.broadcast_to(ids.reshape(view), shape).reshape(-1)
         elif len(gi) == 1:
-            dyn = [j for j in gj if not static[j]]
+            dyn = [j for j in gj if not _is_static(spec[j])]
             if len(dyn) != 1:
                 b.pin(ids, why + " (channel dim split into several dims whose sizes are "
                       + ("all literal)" if not dyn else "not literal)"))
