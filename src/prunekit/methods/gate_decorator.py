@@ -489,14 +489,14 @@ class GateDecorator:
         self.config = config
 
     def run(self, model: nn.Module, data, output_dir: str | Path, *, device: str = "cpu",
-            log: Callable[[str], None] | None = None, latency: bool = True):
+            log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = ()):
         """Gate, tick-tock until the target, fold, fine-tune — under ``output_dir`` (resumable) — and report.
 
         ``data``: prunekit DataLoaders (train / val / test): ticks and tocks train on ``train``; the trajectory
         shows ``val`` accuracy after every tick and tock (when there is a validation split); the test set gives
         only the final numbers. Writes ``widths.png``, ``trajectory.png``, ``gates_hist.png`` and
         ``model.safetensors`` (the final pruned, gate-free model) into ``output_dir``. ``model`` is modified
-        (gated) in place.
+        (gated) in place. ``callbacks`` are added to every training stage (logging, custom regularisers).
         """
         from prunekit.io import save
         from prunekit.methods.pipeline import Pipeline
@@ -554,8 +554,8 @@ class GateDecorator:
         def tock(name: str, m: nn.Module) -> nn.Module:
             nonlocal n_train_stages
             n_train_stages += 1
-            m = pipe.train(name, m, loader(n_train_stages), data.val, c.tock,
-                           [L1Subgradient(c.sparsity, select=_GateSelector())] if c.sparsity > 0 else [])
+            l1 = [L1Subgradient(c.sparsity, select=_GateSelector())] if c.sparsity > 0 else []
+            m = pipe.train(name, m, loader(n_train_stages), data.val, c.tock, [*l1, *callbacks])
             done_with(name)
             met = pipe.records[-1].metrics
             trajectory.append({"stage": name, "macs": trajectory[-1]["macs"], "params": trajectory[-1]["params"],
@@ -591,7 +591,7 @@ class GateDecorator:
                 return met
 
             m = pipe.train(name, m, loader(n_train_stages), None, c.tick,
-                           [TrainOnly(tick_trainable(m, classifier)), taylor], after=after)
+                           [TrainOnly(tick_trainable(m, classifier)), taylor, *callbacks], after=after)
             done_with(name)
             met = pipe.records[-1].metrics
             trajectory.append({"stage": name, "macs": met["macs"], "params": met["params"],
@@ -629,7 +629,7 @@ class GateDecorator:
 
         model = pipe.transform("fold", model, fold, kind="fold")
         if c.finetune is not None:
-            model = pipe.train("finetune", model, data.train, data.val, c.finetune)
+            model = pipe.train("finetune", model, data.train, data.val, c.finetune, callbacks)
             done_with("finetune")
         model.eval()
         model.cpu()
@@ -646,8 +646,10 @@ class GateDecorator:
             "config": c.to_dict(), "ticks": ticks, "rounds": r, "trajectory": [_round_dict(t) for t in trajectory],
             "floor_hit": floor_hit, "floors": floors, "scored_groups": scored, "ungated_groups": ungated,
             "macs_kept": pruned.macs / baseline.macs, "params_kept": pruned.params / baseline.params,
-            "train_epochs": {"tick_stages": ticks, "tock_stages": r - (1 if reached else 0) + int(c.warmup_tock),
-                             "tock_epochs": c.tock.epochs, "finetune_epochs": c.finetune.epochs if c.finetune else 0},
+            "stages": {"ticks": ticks, "tocks": sum(1 for t in trajectory if t["stage"].endswith("-tock")),
+                       "tick_batches": sum(pipe.records[i].metrics.get("score_batches", 0)
+                                           for i in range(len(pipe.records))),
+                       "tock_epochs": c.tock.epochs, "finetune_epochs": c.finetune.epochs if c.finetune else 0},
         }
         result = PruneResult(self.name, model, widths0, widths_after, baseline, pruned, list(pipe.records), details)
         result.artifacts["widths_png"] = str(plot_widths(widths0, widths_after, out / "widths.png",
@@ -671,38 +673,62 @@ class GateDecorator:
 
 
 # ----------------------------------------------------------------------------- recipes (CLI, benchmarks)
-def run_recipe(recipe: Mapping[str, Any] | str | Path, output_dir: str | Path, *, checkpoint: str | Path | None = None,
-               data_dir: str | None = None, device: str = "cpu", prune: Mapping[str, Any] | None = None,
-               train_subset: int | None = None, log: Callable[[str], None] | None = None, latency: bool = True):
-    """Run a ``recipes/gate_decorator/*.yaml`` recipe (a path or the parsed mapping); returns
-    ``(PruneResult, loaders, job)``.
+def config_from_recipe(recipe: Mapping[str, Any], **overrides: Any) -> GateDecoratorConfig:
+    """The config of a ``recipes/gate_decorator/*.yaml`` recipe: its ``gate_decorator:`` section (method options)
+    plus the ``tick:``, ``tock:`` and ``finetune:`` sections (TrainConfig fields over this method's defaults;
+    ``finetune: null`` disables it). ``overrides`` (None values ignored) replace method options, and
+    ``tick``/``tock``/``finetune`` mappings are merged into the recipe's sections."""
+    opts = dict(recipe.get("gate_decorator") or {})
+    for name in _TRAIN_FIELDS:
+        if name in opts:
+            raise ConfigError(f"put {name}: at the top level of the recipe, not under gate_decorator:")
+        if name in recipe:
+            opts[name] = None if recipe[name] is None else dict(recipe[name])
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in _TRAIN_FIELDS and isinstance(v, Mapping) and opts.get(k) is not None:
+            opts[k] = {**opts[k], **v}
+        else:
+            opts[k] = v
+    return GateDecoratorConfig.from_dict(opts)
 
-    The recipe holds ``model``, ``data``, ``batch_size``, ``val_split`` (as a training recipe) and ``prune:``
-    (:meth:`GateDecoratorConfig.from_dict`; ``prune=`` overrides its keys, e.g. ``{"target_macs": 0.3}``).
-    ``checkpoint``: the trained baseline — a Trainer ``last.ckpt`` or a prunekit ``.safetensors`` model; without
-    it a freshly initialised model is pruned (only sensible for smoke tests).
+
+def run_recipe(recipe: Mapping[str, Any] | str | Path, output_dir: str | Path, *, checkpoint: str | Path | None = None,
+               data_dir: str | None = None, device: str = "cpu", train_subset: int | None = None,
+               log: Callable[[str], None] | None = None, latency: bool = True, **overrides: Any):
+    """Run a gate_decorator recipe (a path or the parsed mapping); returns ``(PruneResult, loaders)``.
+
+    The recipe holds ``model``, ``data``, ``batch_size``, ``val_split``, ``seed``, ``data_args`` (as the other
+    method recipes) and the sections of :func:`config_from_recipe` (``overrides`` go there). ``checkpoint``:
+    the trained baseline — a Trainer ``last.ckpt`` or a prunekit ``.safetensors`` model; without it a freshly
+    initialised zoo model is pruned (only sensible for smoke tests).
     """
     import yaml
 
     from prunekit.data import build_data
-    from prunekit.train.job import TrainJob, build_model_for, load_trained_model
+    from prunekit.models import create
+    from prunekit.train import seed_everything
+    from prunekit.train.job import load_trained_model
 
     if not isinstance(recipe, Mapping):
-        recipe = yaml.safe_load(Path(recipe).read_text())
-    recipe = dict(recipe)
+        recipe = yaml.safe_load(Path(recipe).read_text()) or {}
     if recipe.get("method", "gate_decorator") != "gate_decorator":
         raise ConfigError(f"recipe is for method {recipe.get('method')!r}, not gate_decorator")
-    prune_cfg = {**(recipe.get("prune") or {}), **dict(prune or {})}
-    config = GateDecoratorConfig.from_dict(prune_cfg)
-    job = TrainJob.from_recipe({k: v for k, v in recipe.items() if k != "prune"}, data_dir=data_dir,
-                               train_subset=train_subset)
-    loaders = build_data(job.data, data_dir=job.data_dir, batch_size=job.batch_size, val_split=job.val_split,
-                         device=device, seed=job.config.seed, download=job.download,
-                         train_subset=job.train_subset, **job.data_args)
+    config = config_from_recipe(recipe, **overrides)
+    seed = int(recipe.get("seed", 0))
+    loaders = build_data(recipe.get("data", "digits"), data_dir=data_dir or recipe.get("data_dir"),
+                         batch_size=recipe.get("batch_size", 128), val_split=recipe.get("val_split", 0.1),
+                         device=device, seed=seed, train_subset=train_subset or recipe.get("train_subset"),
+                         **recipe.get("data_args", {}))
+    seed_everything(seed)
     if checkpoint is not None:
         model, _ = load_trained_model(checkpoint)
     else:
-        torch.manual_seed(job.config.seed)
-        model, _ = build_model_for(job, loaders.spec)
+        name = recipe.get("model")
+        if not name:
+            raise ConfigError("the recipe names no model (model:) and no checkpoint was given")
+        kwargs = {} if name.startswith(("tv:", "timm:")) else {"in_channels": loaders.spec.in_channels}
+        model = create(name, num_classes=loaders.spec.num_classes, **kwargs)
     result = GateDecorator(config).run(model, loaders, output_dir, device=device, log=log, latency=latency)
-    return result, loaders, job
+    return result, loaders
