@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -14,6 +15,16 @@ from prunekit.graph.surgery import surgery_for
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(autouse=True)
+def single_thread():
+    """These tests run many tiny ops: one intra-op thread per pytest-xdist worker is several times faster on
+    the shared 2-core CI machines (restored after each test). Import this fixture into a test module."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
@@ -37,11 +48,21 @@ def zero_channels(group, idx: torch.Tensor) -> None:
                     t.index_fill_(dim, pos, 1.0 if attr == "running_var" else 0.0)
 
 
-def masked_then_pruned(model: nn.Module, x, *, seed: int = 0, frac: float = 0.5) -> tuple[float, DependencyGraph]:
+def _graph_of(model_or_graph, x, fresh: bool = True) -> DependencyGraph:
+    """A graph to work on: a given graph itself, or its deepcopy if ``fresh`` (its model is copied with it), or
+    a new graph of a given model."""
+    if isinstance(model_or_graph, DependencyGraph):
+        return copy.deepcopy(model_or_graph) if fresh else model_or_graph
+    model_or_graph.eval()
+    return DependencyGraph(model_or_graph, x)
+
+
+def masked_then_pruned(model, x, *, seed: int = 0, frac: float = 0.5) -> tuple[float, DependencyGraph]:
     """Zero ~``frac`` of the free channels of every exact prunable group, prune exactly those, and return the
-    relative output change (should be float rounding only) and the graph of the pruned model."""
-    model.eval()
-    graph = DependencyGraph(model, x)
+    relative output change (should be float rounding only) and the graph of the pruned model.
+    ``model``: a model, or a DependencyGraph (a deepcopy of it is pruned)."""
+    graph = _graph_of(model, x)
+    model = graph.model
     gen = torch.Generator().manual_seed(seed)
     keep = {}
     for g in graph.prunable_groups:
@@ -71,13 +92,15 @@ def _first(y):
     return y[0] if isinstance(y, (tuple, list)) else y
 
 
-def check_half(model: nn.Module, x) -> tuple[int, int, int]:
-    """Prune 50% of every prunable group; returns (macs before, analytic prediction, counted after)."""
-    model.eval()
+def check_half(model, x, fresh: bool = True) -> tuple[int, int, int]:
+    """Prune 50% of every prunable group; returns (macs before, analytic prediction, counted after).
+    ``model``: a model, or a DependencyGraph (pruned itself, or a deepcopy of it if ``fresh``)."""
+    graph = _graph_of(model, x, fresh)
+    model = graph.model
     before = prunekit.count(model, x).macs
+    assert graph.macs() == before
     with torch.no_grad():
         y0 = _first(model(*_tuple(x)))
-    graph = DependencyGraph(model, x)
     widths = {g.name: g.size - g.size // 2 for g in graph.prunable_groups}
     predicted = graph.macs(widths)
     predicted_params = graph.params(widths)
@@ -91,11 +114,13 @@ def check_half(model: nn.Module, x) -> tuple[int, int, int]:
     return before, predicted, cost.macs
 
 
-def bit_identical_when_nothing_pruned(model: nn.Module, x) -> None:
-    model.eval()
+def bit_identical_when_nothing_pruned(model, x) -> None:
+    """Pruning nothing (full widths, full keep sets) leaves outputs and state bit-identical. A given graph is
+    used as is (nothing changes)."""
+    graph = _graph_of(model, x, fresh=False)
+    model = graph.model
     with torch.no_grad():
         y0 = _first(model(*_tuple(x)))
-    graph = DependencyGraph(model, x)
     state = copy.deepcopy(model.state_dict())
     apply_widths(graph, graph.widths())
     graph.prune_groups({g.name: torch.arange(g.size) for g in graph.groups})
