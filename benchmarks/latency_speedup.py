@@ -48,6 +48,9 @@ from prunekit.cost import count, measure_latency  # noqa: E402
 from prunekit.io import for_inference  # noqa: E402
 
 MODELS = ("resnet50", "mobilenet_v2")
+CLOCK_NAMES = {"wall": "wall_clock", "cpu": "cpu_time_1_thread"}
+CLOCK_DOC = {"wall": "prunekit.cost.measure_latency: wall clock (CPU: --threads threads; GPU: CUDA events)",
+             "cpu": "time.thread_time of the calling thread around each forward, torch.set_num_threads(1)"}
 GOALS = {"cpu": {"resnet50": 0.85}, "cuda": {"resnet50": 0.55, "mobilenet_v2": 0.55}}
 
 
@@ -63,7 +66,7 @@ class Variant:
     params: int = 0
     macs: int = 0
     build_s: float = 0.0
-    rounds_ms: list[float] = field(default_factory=list)
+    rounds_ms: dict[str, list[float]] = field(default_factory=dict)  # clock -> per-round medians
 
     @property
     def label(self) -> str:
@@ -145,6 +148,24 @@ def prepare(v: Variant, x: torch.Tensor, device: torch.device, dtype: torch.dtyp
     return module, (xi.contiguous(memory_format=torch.channels_last) if cl else xi)
 
 
+def cpu_time_ms(module: nn.Module, x: torch.Tensor, warmup: int, repeats: int) -> float:
+    """Median CPU time of the calling thread per forward, on one thread: immune to other processes' load."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            for _ in range(warmup):
+                module(x)
+            times = []
+            for _ in range(repeats):
+                t0 = time.thread_time()
+                module(x)
+                times.append((time.thread_time() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(previous)
+    return statistics.median(times)
+
+
 def time_all(variants: list[Variant], x: torch.Tensor, args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     dtype = torch.bfloat16 if args.dtype == "bf16" else torch.float32
@@ -155,56 +176,67 @@ def time_all(variants: list[Variant], x: torch.Tensor, args: argparse.Namespace)
         rng.shuffle(order)
         for i in order:
             module, xi = prepared[i]
-            res = measure_latency(module, xi, device=device, warmup=args.warmup, repeats=args.repeats,
-                                  threads=args.threads if device.type == "cpu" else None,
-                                  cuda_graph=args.cuda_graph)
-            variants[i].rounds_ms.append(res.median_ms)
+            for clock in args.clocks:
+                if clock == "cpu":
+                    ms = cpu_time_ms(module, xi, args.warmup, args.repeats)
+                else:
+                    ms = measure_latency(module, xi, device=device, warmup=args.warmup, repeats=args.repeats,
+                                         threads=args.threads if device.type == "cpu" else None,
+                                         cuda_graph=args.cuda_graph).median_ms
+                variants[i].rounds_ms.setdefault(clock, []).append(ms)
         print(f"  round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{v.label} {v.rounds_ms[-1]:.1f}" for v in variants), flush=True)
+            f"{v.label} " + "/".join(f"{v.rounds_ms[c][-1]:.1f}" for c in args.clocks) for v in variants), flush=True)
 
 
 # ------------------------------------------------------------------------------------------- report
-def records(variants: list[Variant]) -> list[dict[str, Any]]:
+def records(variants: list[Variant], clocks: list[str]) -> list[dict[str, Any]]:
     by_key = {(v.method, v.round_to, v.inference_export): v for v in variants}
     dense, dense_export = by_key[("baseline", None, False)], by_key[("baseline", None, True)]
     out = []
     for v in variants:
-        lat = statistics.median(v.rounds_ms)
         mac_red = dense.macs / v.macs
-        speedup = statistics.median(dense.rounds_ms) / lat
         rec: dict[str, Any] = {
             "model": f"tv:{v.model}", "method": v.method, "variant": v.label, "round_to": v.round_to,
             "inference_export": v.inference_export, "params": v.params, "macs": v.macs,
-            "latency_ms": round(lat, 3), "latency_rounds_ms": [round(t, 3) for t in v.rounds_ms],
-            "mac_reduction": round(mac_red, 4), "speedup": round(speedup, 4),
-            "efficiency": round(speedup / mac_red, 4), "prune_s": round(v.build_s, 3),
+            "mac_reduction": round(mac_red, 4), "prune_s": round(v.build_s, 3), "timing": {},
         }
-        if v.inference_export:
-            same = statistics.median(dense_export.rounds_ms) / lat
-            rec["speedup_same_form"] = round(same, 4)
-            rec["efficiency_same_form"] = round(same / mac_red, 4)
+        for clock in clocks:
+            lat = statistics.median(v.rounds_ms[clock])
+            speedup = statistics.median(dense.rounds_ms[clock]) / lat
+            t: dict[str, Any] = {"latency_ms": round(lat, 3), "speedup": round(speedup, 4),
+                                 "efficiency": round(speedup / mac_red, 4),
+                                 "rounds_ms": [round(ms, 3) for ms in v.rounds_ms[clock]]}
+            if v.inference_export:
+                same = statistics.median(dense_export.rounds_ms[clock]) / lat
+                t["speedup_same_form"] = round(same, 4)
+                t["efficiency_same_form"] = round(same / mac_red, 4)
+            rec["timing"][clock] = t
         out.append(rec)
     return out
 
 
-def summary(recs: list[dict[str, Any]], device_type: str) -> dict[str, Any]:
-    """Per model: prunekit's best efficiency next to Torch-Pruning's, and the issue's goal."""
+def summary(recs: list[dict[str, Any]], device_type: str, clocks: list[str]) -> dict[str, Any]:
+    """Per clock and model: every pruned variant's efficiency (prunekit and Torch-Pruning) and the issue's goal."""
     out: dict[str, Any] = {}
-    for model in sorted({r["model"] for r in recs}):
-        rows = [r for r in recs if r["model"] == model and r["method"] != "baseline"]
-        entry: dict[str, Any] = {}
-        for r in rows:
-            entry[r["variant"]] = {"efficiency": r["efficiency"], "speedup": r["speedup"],
-                                   "mac_reduction": r["mac_reduction"],
-                                   **({"efficiency_same_form": r["efficiency_same_form"]}
-                                      if "efficiency_same_form" in r else {})}
-        goal = GOALS.get(device_type, {}).get(model.removeprefix("tv:"))
-        pk = [r for r in rows if r["method"] == "l1"]
-        if goal is not None and pk:
-            best = max(pk, key=lambda r: r["efficiency"])
-            entry["goal"] = {"efficiency_at_least": goal, "best_prunekit_variant": best["variant"],
-                             "best_prunekit_efficiency": best["efficiency"], "met": best["efficiency"] >= goal}
-        out[model] = entry
+    for clock in clocks:
+        per_model: dict[str, Any] = {}
+        for model in sorted({r["model"] for r in recs}):
+            rows = [r for r in recs if r["model"] == model and r["method"] != "baseline"]
+            entry: dict[str, Any] = {}
+            for r in rows:
+                t = r["timing"][clock]
+                entry[r["variant"]] = {k: t[k] for k in ("efficiency", "speedup", "efficiency_same_form",
+                                                         "speedup_same_form") if k in t}
+                entry[r["variant"]]["mac_reduction"] = r["mac_reduction"]
+            goal = GOALS.get(device_type, {}).get(model.removeprefix("tv:"))
+            pk = [r for r in rows if r["method"] == "l1"]
+            if goal is not None and pk:
+                best = max(pk, key=lambda r: r["timing"][clock]["efficiency"])
+                eff = best["timing"][clock]["efficiency"]
+                entry["goal"] = {"efficiency_at_least": goal, "best_prunekit_variant": best["variant"],
+                                 "best_prunekit_efficiency": eff, "met": eff >= goal}
+            per_model[model] = entry
+        out[CLOCK_NAMES[clock]] = per_model
     return out
 
 
@@ -212,7 +244,8 @@ def git_sha() -> str:
     try:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src", "benchmarks/latency_speedup.py"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "src",
+                                "benchmarks/latency_speedup.py"],
                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except Exception:
@@ -241,7 +274,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--ratio", type=float, default=0.5)
     p.add_argument("--batch", type=int, default=None, help="default: 1 on CPU, 256 on GPU")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (ignored on GPU)")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads for the wall clock (ignored on GPU)")
+    p.add_argument("--clock", default="wall", help="comma list: wall (measure_latency; CUDA events on GPU), "
+                   "cpu (CPU time of one thread: robust on a shared machine; CPU only)")
     p.add_argument("--dtype", choices=["fp32", "bf16"], default=None, help="default: fp32 on CPU, bf16 on GPU")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="time every variant channels_last (default: on GPU only; exports always are)")
@@ -260,6 +295,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.repeats = args.repeats or (20 if gpu else 5)
     args.warmup = args.warmup if args.warmup is not None else (5 if gpu else 2)
     device_type = "cuda" if gpu else "cpu"
+    args.clocks = args.clock.split(",")
+    if any(c not in CLOCK_NAMES for c in args.clocks) or (gpu and "cpu" in args.clocks):
+        p.error(f"--clock {args.clock!r}: choose from wall,cpu (cpu only with --device cpu)")
     args.output = args.output or ROOT / "benchmarks" / "results" / f"latency-speedup-{'gpu' if gpu else 'cpu'}.json"
     with_tp = not args.no_torch_pruning and torch_pruning_version() is not None
     if not with_tp and not args.no_torch_pruning:
@@ -274,7 +312,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         variants = build_variants(name, x_cost, args.ratio, with_tp)
         print(f"{name}: timing {len(variants)} variants x {args.rounds} rounds", flush=True)
         time_all(variants, x, args)
-        all_recs += records(variants)
+        all_recs += records(variants, args.clocks)
         del variants
         if gpu:
             torch.cuda.empty_cache()
@@ -290,14 +328,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                      "torchvision": __import__("torchvision").__version__},
         "date": dt.date.today().isoformat(),
         "settings": {"ratio": args.ratio, "batch_size": args.batch, "image_size": args.size,
-                     "threads": args.threads if not gpu else None, "dtype": args.dtype,
+                     "clocks": {CLOCK_NAMES[c]: CLOCK_DOC[c] for c in args.clocks},
+                     "threads": args.threads if not gpu and "wall" in args.clocks else None,
+                     "dtype": args.dtype,
                      "channels_last": args.channels_last, "cuda_graph": args.cuda_graph, "rounds": args.rounds,
                      "repeats_per_round": args.repeats, "warmup_per_round": args.warmup,
                      "latency": "median over rounds of each round's median (ms per batch)",
                      "importance": "L1 magnitude; Torch-Pruning: GroupMagnitudeImportance(p=1), classifier ignored",
                      "macs": "prunekit.cost.count, one 224 px image",
                      "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)]},
-        "summary": summary(all_recs, device_type),
+        "summary": summary(all_recs, device_type, args.clocks),
         "records": all_recs,
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
