@@ -12,6 +12,8 @@ Timings on a shared machine are noisy (+-30-50%): compare models measured in one
 model records ``cpu_share`` (its CPU time / wall time x threads): with other processes on the cores the OpenMP
 threads wait for each other and throughput collapses (10-100x for small nets), so a model measured below
 ``--min-cpu-share`` is measured again (``--tries``) and the attempt with the highest share is kept.
+``--single-thread-cpu-time`` adds figures that a loaded machine does not distort: one torch thread, timed by
+that thread's CPU time (``time.thread_time``; on CPU, autograd's backward runs in the calling thread).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -73,38 +77,65 @@ def envelope(name: str, device: str) -> dict:
     }
 
 
-def time_train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, warmup: int, steps: int) -> list[float]:
-    """Seconds per SGD step (forward, loss, backward, update), for ``steps`` steps after ``warmup``."""
-    model.train()
+def timed(step: Callable[[], object], warmup: int, steps: int, threads: int,
+          clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds of ``clock`` per call of ``step``, ``steps`` calls after ``warmup``, torch threads pinned."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        times = []
+        for i in range(warmup + steps):
+            t0 = clock()
+            step()
+            if i >= warmup:
+                times.append(clock() - t0)
+        return times
+    finally:
+        torch.set_num_threads(previous)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """One SGD step (momentum 0.9): forward, cross-entropy, backward, update."""
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         opt.zero_grad(set_to_none=True)
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return times
+
+    return step
 
 
-def measure_model(name: str, batch: int, threads: int, warmup: int, steps: int) -> dict:
-    """Train and eval images/s of zoo model ``name`` at ``batch`` on random data, ``threads`` torch threads."""
+def eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        with torch.inference_mode():
+            model(x)
+
+    return step
+
+
+def measure_model(name: str, batch: int, threads: int, warmup: int, steps: int, single_thread_cpu: bool) -> dict:
+    """Train and eval images/s of zoo model ``name`` at ``batch`` on random data, ``threads`` torch threads.
+
+    With ``single_thread_cpu``, also the images/s of one thread computed from that thread's CPU time
+    (``time.thread_time``): unaffected by other processes on the machine, unlike wall-clock figures.
+    """
     torch.manual_seed(0)
     model = create(name, num_classes=10)
     size = default_input_size(name)
     x, y = torch.randn(batch, *size), torch.randint(0, 10, (batch,))
     cost = count(model, x[:1])
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     wall, cpu = time.perf_counter(), time.process_time()
-    try:
-        train = time_train_steps(model, x, y, warmup, steps)
-    finally:
-        torch.set_num_threads(previous)
+    train = timed(train_step(model.train(), x, y), warmup, steps, threads)
     evaluation = measure_latency(model, x, warmup=warmup, repeats=steps, threads=threads)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     train_s = statistics.median(train)
+    extra = {}
+    if single_thread_cpu:
+        train_1 = statistics.median(timed(train_step(model.train(), x, y), 1, steps, 1, time.thread_time))
+        eval_1 = statistics.median(timed(eval_step(model.eval(), x), 1, steps, 1, time.thread_time))
+        extra = {"single_thread_cpu_time": {"train_img_s": round(batch / train_1, 1),
+                                            "eval_img_s": round(batch / eval_1, 1)}}
     return {
         "model": name,
         "input": list(size),
@@ -118,7 +149,7 @@ def measure_model(name: str, batch: int, threads: int, warmup: int, steps: int) 
         "cifar10_train_epoch_min": round(50_000 / (batch / train_s) / 60, 1),
         # CPU time of this process / (wall time x threads): well below 1 means other processes took the cores
         "cpu_share": round(cpu / (wall * threads), 2),
-    }
+    } | extra
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -132,6 +163,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="re-measure a model whose cpu_share is below this (other processes on the cores)")
     parser.add_argument("--tries", type=int, default=3, help="at most this many measurements per model; "
                         "the one with the highest cpu_share is kept")
+    parser.add_argument("--single-thread-cpu-time", action="store_true",
+                        help="also record 1-thread images/s from thread CPU time (robust to a loaded machine)")
     parser.add_argument("--notes", default="", help="free text recorded in the result (e.g. machine load)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/cpu-throughput.json")
     args = parser.parse_args(argv)
@@ -139,16 +172,19 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()[0]
     rows = []
     for name in args.models:
-        row = measure_model(name, args.batch, args.threads, args.warmup, args.steps)
-        row["tries"] = 1
+        measure = partial(measure_model, name, args.batch, args.threads, args.warmup, args.steps,
+                          args.single_thread_cpu_time)
+        row = measure() | {"tries": 1}
         while row["cpu_share"] < args.min_cpu_share and row["tries"] < args.tries:
             print(f"{name:12s} cpu share {row['cpu_share']:.2f}: measuring again", flush=True)
-            again = measure_model(name, args.batch, args.threads, args.warmup, args.steps)
-            again["tries"] = row["tries"] + 1
-            row = max(row, again, key=lambda r: r["cpu_share"]) | {"tries": again["tries"]}
+            tries = row["tries"] + 1
+            row = max(row, measure(), key=lambda r: r["cpu_share"]) | {"tries": tries}
         rows.append(row)
+        one = row.get("single_thread_cpu_time")
         print(f"{name:12s} train {row['train_img_s']:8.1f} img/s   eval {row['eval_img_s']:8.1f} img/s   "
-              f"cpu share {row['cpu_share']:.2f}", flush=True)
+              f"cpu share {row['cpu_share']:.2f}"
+              + (f"   | 1 thread (CPU time): train {one['train_img_s']:.1f} eval {one['eval_img_s']:.1f}" if one else ""),
+              flush=True)
 
     result = envelope("cpu-throughput", cpu_description()) | {
         "batch_size": args.batch,
