@@ -55,6 +55,7 @@ def test_invariants(case, request):
     model, x = _make(case)
     graph = DependencyGraph(model, x)
     cov = graph.coverage()
+    assert graph.exact_cost
     assert cov.ratio >= LOW_COVERAGE.get(request.node.callspec.id, 0.95), str(cov)
 
     bit_identical_when_nothing_pruned(graph, x)

@@ -99,14 +99,20 @@ class DependencyGraph:
                 reason = f"{pinned.numel()} channels pinned: {core.class_reason.get(first, 'pinned')}"
             cover = []
             pinned_set = set(pinned.tolist())
+            free_mask = ~torch.from_numpy(pinned_mask)
+            uniform = True
             for gm in per_group[g]:
+                mult = torch.bincount(gm.channels, minlength=size)[free_mask]
+                if mult.numel() and int(mult.min()) != int(mult.max()):
+                    uniform = False
                 if len(gm.positions) == gm.member.size and len(gm.positions) and gm.offset is None:
                     ch = gm.channels.unique()
                     if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
                         cover.append(ch)
             groups.append(ChannelGroup(name=name, size=size, prunable=free >= 1 and size >= 2,
                                        members=per_group[g], pinned=pinned, reason=reason,
-                                       exact=not bool(core.class_inexact[classes].any()), cover=cover))
+                                       exact=not bool(core.class_inexact[classes].any()), cover=cover,
+                                       uniform=uniform))
         self.groups: list[ChannelGroup] = groups
         self._by_name = {g.name: g for g in groups}
         self._idx = {g.name: i for i, g in enumerate(groups)}
@@ -177,9 +183,16 @@ class DependencyGraph:
     def _index(self, g: ChannelGroup) -> int:
         return self._idx[g.name]
 
+    @property
+    def exact_cost(self) -> bool:
+        """True when ``macs(widths)``/``params(widths)`` are exact whichever channels are kept (all groups
+        ``uniform``), as for every zoo and torchvision model; else they are expected values."""
+        return all(g.uniform for g in self.groups)
+
     def macs(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> int:
         """Multiply-accumulates per image at the given group widths (default: current), without a forward
-        pass; the convention of ``prunekit.cost.count`` (conv + linear, eval mode)."""
+        pass; the convention of ``prunekit.cost.count`` (conv + linear, eval mode). Exact when ``exact_cost``
+        (see ``ChannelGroup.uniform``)."""
         return int(round(self._cost.macs(self.width_vector(widths))))
 
     def params(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> int:

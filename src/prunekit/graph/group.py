@@ -96,6 +96,9 @@ class ChannelGroup:
     ``reason`` says why). ``pinned``: channel indices that are never removed (e.g. the slots an option-A
     zero-padding shortcut adds); every width must keep them. ``exact``: False when a normalisation computes
     statistics across these channels (LayerNorm over channels), so removing even a zero channel changes outputs.
+    ``uniform``: every member holds each prunable channel equally often (or not at all), so ``macs(widths)`` and
+    ``params(widths)`` are exact for any choice of kept channels; otherwise they are the expected value under a
+    uniform choice (e.g. a residual add over a concatenation of two producers, each holding half the channels).
     """
 
     name: str
@@ -106,6 +109,7 @@ class ChannelGroup:
     reason: str | None = None
     exact: bool = True
     cover: list[torch.Tensor] = field(default_factory=list, repr=False)
+    uniform: bool = True
 
     @property
     def min_width(self) -> int:

@@ -1,0 +1,168 @@
+"""Channel flow through the other op types: residual add, squeeze-excitation, GroupNorm, PReLU, channels-last
+blocks (permute + LayerNorm + Linear + layer scale), shared layers, option-A zero padding, reshapes with literal or
+computed sizes, flatten -> linear, torchvision StochasticDepth."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import prunekit
+from prunekit.graph import DependencyGraph, apply_widths
+
+from _graph_nets import (ALL_NETS, bit_identical_when_nothing_pruned, build, cbr, check_half, masked_then_pruned,
+                         single_thread)  # noqa: F401  (autouse fixture)
+
+X = torch.randn(2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("name", ["residual", "se", "convnext_like", "shared", "zero_pad", "literal_reshape"])
+def test_invariants(name):
+    assert name in ALL_NETS
+    bit_identical_when_nothing_pruned(build(name), X)
+    err, _ = masked_then_pruned(build(name), X)
+    assert err < 1e-5
+    before, predicted, after = check_half(build(name), X)
+    assert predicted == after <= before
+
+
+def test_squeeze_excitation_gate_is_tied_to_its_input():
+    g = DependencyGraph(build("se"), X)
+    stream = g["stem.0"]
+    names = {(gm.name, gm.role) for gm in stream.members}
+    # the gate producer (fc2) and the SE input are one group; fc1's hidden channels are their own group
+    assert ("body.3.fc2", "out") in names and ("body.3.fc1", "in") in names and ("body.0", "out") in names
+    assert g["body.3.fc1"].prunable
+
+
+def test_groupnorm_whole_groups_and_shared_positions():
+    m = build("se")
+    g = DependencyGraph(m, X)
+    stream = g["stem.0"]
+    # GroupNorm(4, 8): whole norm groups (4 channels of 2); GroupNorm(1, 8) in the same stream: inexact
+    assert stream.size == 4 and not stream.exact
+    apply_widths(g, {"stem.0": 2})
+    assert (m.stem[1].num_groups, m.stem[1].num_channels) == (2, 4)
+    assert (m.body[1].num_groups, m.body[1].num_channels) == (1, 4)
+    assert m.stem[2].num_parameters == 4 and m(X).shape == (2, 5)
+
+
+def test_channels_last_block():
+    m = build("convnext_like")
+    g = DependencyGraph(m, X)
+    stream = g["stem"]
+    held = {(gm.name, gm.role) for gm in stream.members}
+    assert {("blocks.0.dw", "out"), ("blocks.0.norm", "d0"), ("blocks.0.fc1", "in"), ("blocks.0.fc2", "out"),
+            ("blocks.0.gamma", "dim0")} <= held
+    assert not stream.exact           # LayerNorm statistics run over these channels
+    assert g["blocks.0.fc1"].exact    # the MLP hidden channels do not
+    apply_widths(g, {"stem": 5, "blocks.0.fc1": 7})
+    assert m.blocks[0].norm.normalized_shape == (5,) and m.blocks[0].gamma.shape == (5,)
+    assert m.blocks[0].fc1.weight.shape == (7, 5) and m(X).shape == (2, 5)
+
+
+def test_shared_layer_is_one_group():
+    m = build("shared")
+    g = DependencyGraph(m, X)
+    stream = g["c1.0"]
+    # 'shared' is applied twice in a row: its input and output channels are the same channels
+    assert {gm.name for gm in stream.members} >= {"c1.0", "shared.0", "shared.1", "c2.0"}
+    assert "shared.0" not in g  # no group of its own
+    assert prunekit.count(m, X).macs == g.macs()
+
+
+def test_option_a_zero_padding_pins_padded_slots():
+    m = build("zero_pad")
+    g = DependencyGraph(m, X)
+    stream = g["stem.0"]
+    # channel order: first-seen (stem's 8 channels, then the 8 pad slots met at r1's output)
+    assert stream.size == 16 and stream.pinned.tolist() == list(range(8, 16))
+    assert stream.min_width == 9  # pinned slots + at least one channel of the stem
+    apply_widths(g, {"stem.0": 11})
+    assert m.stem[0].out_channels == 3 and m.r1[1].out_channels == 11 and m(X).shape == (2, 5)
+    with pytest.raises(prunekit.ConfigError, match="pinned"):
+        DependencyGraph(build("zero_pad"), X).prune_groups({"stem.0": torch.arange(0, 12)})
+
+
+def test_zoo_option_a_resnet_prunes_correctly():
+    m = prunekit.models.create("resnet20", shortcut="A").eval()
+    x = torch.randn(1, 3, 32, 32)
+    err, _ = masked_then_pruned(m, x)
+    assert err < 1e-5
+    g = DependencyGraph(m, x)
+    stream = g.groups[0]
+    assert stream.pinned.numel() == 48  # stage-2 and stage-3 pad slots
+    apply_widths(g, {stream.name: stream.min_width})
+    assert m(x).shape == (1, 10)
+
+
+def test_literal_reshape_pins_and_computed_sizes_follow():
+    g = DependencyGraph(build("literal_reshape"), X)
+    assert not g["c1.0"].prunable and "literal" in g["c1.0"].reason
+    # y's channel count sizes a later reshape of another tensor: pinned, since that tensor cannot follow
+    assert not g["c2.0"].prunable
+
+
+def test_flatten_linear_and_view_head():
+    g = DependencyGraph(build("concat"), X)
+    c4 = g["c4.0"]
+    (fc,) = [gm for gm in c4.members if gm.name == "fc"]
+    assert fc.positions.numel() == 7 * 16  # channel x spatial positions
+    assert fc.channels.tolist()[:17] == [0] * 16 + [1]
+
+
+def test_size_computed_from_same_tensor_follows_pruning():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c = cbr(3, 8)
+            self.fc = nn.Linear(8 * 4, 5)
+
+        def forward(self, x):
+            y = F.adaptive_avg_pool2d(self.c(x), 2)
+            n, c, h, w = y.shape
+            return self.fc(y.reshape(n, c * h * w))
+
+    m = Net().eval()
+    g = DependencyGraph(m, X)
+    assert g["c.0"].prunable
+    apply_widths(g, {"c.0": 3})
+    assert m(X).shape == (2, 5) and m.fc.in_features == 12
+
+
+def test_stochastic_depth_and_torchvision_blocks():
+    tv = pytest.importorskip("torchvision")
+    from torchvision.ops import StochasticDepth
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = cbr(3, 8), cbr(8, 8)
+            self.sd = StochasticDepth(0.2, "row")
+            self.fc = nn.Linear(8, 4)
+
+        def forward(self, x):
+            x = self.a(x)
+            x = x + self.sd(self.b(x))
+            return self.fc(x.mean((2, 3)))
+
+    g = DependencyGraph(Net().eval(), X)
+    assert g["a.0"].prunable and not g.warnings
+    assert tv is not None
+
+
+def test_mean_over_channels_pins():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = cbr(3, 8)
+            self.b = nn.Conv2d(1, 4, 3, 1, 1)
+
+        def forward(self, x):
+            x = self.a(x)
+            return self.b(x.mean(1, keepdim=True))
+
+    g = DependencyGraph(Net().eval(), X)
+    assert not g["a.0"].prunable and "mean" in g["a.0"].reason
