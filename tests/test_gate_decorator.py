@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import os
 import signal
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn as nn
+import yaml
 
 import prunekit
 from prunekit.errors import ConfigError
@@ -153,7 +155,7 @@ def test_taylor_score_is_the_first_order_loss_change():
         with torch.no_grad():
             return nn.functional.cross_entropy(model(x), y, reduction="none").view(2, 24).mean(1).sum().item()
 
-    theta = taylor_scores(model, batches)  # |Σ_batches φ·∂L/∂φ|, eval-mode BN
+    theta = taylor_scores(model, batches, mode="paper")  # |Σ_batches φ·∂L/∂φ|, eval-mode BN
     base = loss()
     exact, small, zeroed, est = [], [], [], []
     for g in find_gates(model):
@@ -189,15 +191,15 @@ def test_taylor_callback_modes_and_resume_state():
     add_gates(model)
     x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,))
     batches = [(x[:16], y[:16]), (x[16:], y[16:])]
-    paper, official = taylor_scores(model, batches), taylor_scores(model, batches, mode="official")
+    paper, official = taylor_scores(model, batches, mode="paper"), taylor_scores(model, batches)
     single = [taylor_scores(model, [b], mode="official") for b in batches]
     for k in paper:
         assert torch.allclose(official[k], single[0][k] + single[1][k])
         assert (official[k] >= paper[k] - 1e-12).all()
-    cb = TaylorScores()
+    cb = TaylorScores("paper")
     cb.attach(model)
     cb.sums = {k: v.clone() for k, v in paper.items()}
-    other = TaylorScores()
+    other = TaylorScores("paper")
     other.attach(model)
     other.load_state_dict(cb.state_dict())
     assert all(torch.equal(other.scores()[k], paper[k]) for k in paper)
@@ -353,3 +355,13 @@ def test_bad_input():
     add_gates(model)
     with pytest.raises(ConfigError, match="gated already"):
         add_gates(model)
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[1] / "recipes" / "gate_decorator")
+                                          .glob("*.yaml")))
+def test_recipes_parse(recipe):
+    rc = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "gate_decorator" / recipe).read_text())
+    assert rc["method"] == "gate_decorator" and rc["model"] in prunekit.models.list_models()
+    cfg = config_from_recipe(rc)
+    assert cfg.target_macs is not None and cfg.finetune is not None
+    assert cfg.finetune.epochs >= rc.get("paper_epochs", {}).get("finetune_epochs", 0)

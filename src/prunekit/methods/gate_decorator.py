@@ -4,10 +4,12 @@
   networks without BN get the gate after each convolution). At the end the gates are folded into the BN (γ·φ,
   β·φ) and the model is plain again.
 - **Importance**: Θ(φᵢ) = |Σ_data φᵢ·∂L/∂φᵢ|, the first-order estimate of the loss change when the gate is set
-  to 0, accumulated over the backward passes of a tick (:class:`TaylorScores`; ``score="official"`` sums
-  |φᵢ·∂L/∂φᵢ| per batch as the official code does). A channel tied to others by residual adds is one channel of
-  a ChannelGroup; its score is the sum of the Θ of every gate on it (paper eq. 9), so ResNets are pruned in the
-  residual path too (``group_pruning=False`` leaves groups with several gates whole, the official default).
+  to 0, accumulated over the backward passes of a tick (:class:`TaylorScores`). By default the absolute value
+  is taken per batch, as the official code does (``score="official"``; ``"paper"`` is the formula as printed,
+  see :class:`GateDecoratorConfig` for why it is not the default). A channel tied to others by residual adds is
+  one channel of a ChannelGroup; its score is the sum of the Θ of every gate on it (paper eq. 9), so ResNets are
+  pruned in the residual path too (``group_pruning=False`` leaves groups with several gates whole: the official
+  code's default, which its ResNet-56 notebook overrides by grouping the residual BNs by hand).
 - **Tick**: train only the gates and the final linear layer on (a subset of) the training data, accumulating Θ,
   then remove the lowest-scoring ``prune_per_tick`` of the remaining channels (a fraction, or a count) over the
   whole network, keeping at least ``max(min_channels, ceil(floor_ratio · original width))`` channels per group.
@@ -44,12 +46,12 @@ ScoreMode = Literal["paper", "official"]
 class TaylorScores(Callback):
     """Accumulates ``φ·∂L/∂φ`` of every gate over the backward passes of a fit.
 
-    ``scores()`` → {gate name: Tensor[C]}: ``|Σ_batches φ·g|`` (``mode="paper"``, eq. 5 of the paper: the
-    first-order loss change when the gate is zeroed, summed over the data) or ``Σ_batches |φ·g|``
-    (``mode="official"``, as the official code's gradient hook accumulates). Resumes with the Trainer.
+    ``scores()`` → {gate name: Tensor[C]}: ``Σ_batches |φ·g|`` (``mode="official"``, as the official code's
+    gradient hook accumulates) or ``|Σ_batches φ·g|`` (``mode="paper"``, eq. 5 of the paper: the first-order loss
+    change when the gate is zeroed, summed over the data). Resumes with the Trainer.
     """
 
-    def __init__(self, mode: ScoreMode = "paper"):
+    def __init__(self, mode: ScoreMode = "official"):
         if mode not in ("paper", "official"):
             raise ConfigError(f"score mode {mode!r} must be 'paper' or 'official'")
         self.mode = mode
@@ -91,7 +93,7 @@ class TaylorScores(Callback):
         self.batches = int(state.get("batches", 0))
 
 
-def taylor_scores(model: nn.Module, batches: Iterable, *, mode: ScoreMode = "paper", train_mode: bool = False,
+def taylor_scores(model: nn.Module, batches: Iterable, *, mode: ScoreMode = "official", train_mode: bool = False,
                   max_batches: int | None = None,
                   loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                   ) -> dict[str, torch.Tensor]:
@@ -128,7 +130,7 @@ def group_scores(graph: DependencyGraph, gate_scores: Mapping[str, torch.Tensor]
 
     ``gate_scores``: {gate name (the gated block's qualified name): Tensor[C]} (e.g. ``TaylorScores.scores()``).
     Groups without a scored gate are left out (never pruned). ``group_pruning=False`` also leaves out groups
-    that carry several gates (channels tied across a residual add), as the official code does by default.
+    that carry several gates (channels tied across a residual add), the official code's default.
     """
     by_param = {f"{k}.gate" if k else "gate": v for k, v in gate_scores.items()}
     out: dict[str, torch.Tensor] = {}
@@ -318,15 +320,18 @@ _TRAIN_FIELDS = tuple(_TRAIN_DEFAULTS)
 
 @dataclass
 class GateDecoratorConfig:
-    """Gate Decorator hyper-parameters (defaults: the official ResNet-56 run's, except ``prune_per_tick``).
+    """Gate Decorator hyper-parameters (defaults: the official code's ResNet-56 run, except ``prune_per_tick``
+    and the triangular fine-tune's momentum, 0.9 here, 0 there).
 
     Targets (at least one; the loop stops when all are met): ``target_macs`` / ``target_params``, fractions of
     the original network's MACs / parameters kept. ``prune_per_tick``: a fraction in (0, 1) of the scored
     channels remaining (official: 0.002–0.005) or an int number of channels. ``ticks_per_round``: T, ticks
     between tocks. ``floor_ratio``/``min_channels``: the per-group floor. ``sparsity``: λ of the L1 penalty on
-    φ in the tocks. ``gate_init``: ``one`` (φ = 1) or ``bn_scale`` (official: φ = γ, γ = 1). ``gates``: ``auto``
-    (after each BN, or after each conv in BN-free nets), ``bn`` or ``conv``. ``score``: ``paper`` (|Σ φ·g|) or
-    ``official`` (Σ |φ·g| per batch). ``group_pruning``: prune residual-tied channel groups too.
+    φ in the tocks. ``gate_init``: ``bn_scale`` (official: φ = γ, γ = 1, so the L1 acts on each channel's
+    scale) or ``one`` (φ = 1, γ kept). ``gates``: ``auto`` (after each BN, or after each conv in BN-free nets),
+    ``bn`` or ``conv``. ``score``: ``official`` (Σ over batches of |φ·g|) or ``paper`` (|Σ φ·g|, eq. 5; at a
+    stationary point of the gates the data gradient balances the L1 and weight-decay terms, and this score
+    degenerates to ≈ λ|φ| + wd·φ²: a magnitude criterion). ``group_pruning``: prune residual-tied groups too.
     ``warmup_tock``: one tock before the first tick (official). ``tick``: the tick's training (only the gates
     and the final linear layer learn; ``steps_per_epoch`` sets the data subset; default one full epoch at lr
     1e-3). ``tock``: triangular 1e-3 → 1e-2 → 1e-3 over 10 epochs. ``finetune``: the final fine-tune after folding
@@ -341,9 +346,9 @@ class GateDecoratorConfig:
     floor_ratio: float = 0.1
     min_channels: int = 1
     sparsity: float = 1e-3
-    gate_init: Literal["one", "bn_scale"] = "one"
+    gate_init: Literal["one", "bn_scale"] = "bn_scale"
     gates: Literal["auto", "bn", "conv"] = "auto"
-    score: ScoreMode = "paper"
+    score: ScoreMode = "official"
     group_pruning: bool = True
     warmup_tock: bool = True
     max_ticks: int = 2000
