@@ -19,8 +19,8 @@ from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import get_importance
 from prunekit.methods.gate_decorator import (GateDecorator, GateDecoratorConfig, TaylorScores, channel_floors,
-                                             config_from_recipe, group_scores, plan_tick, prune_tick,
-                                             taylor_scores, tick_count)
+                                             config_from_recipe, group_scores, params_without_gates, plan_tick,
+                                             prune_tick, taylor_scores, tick_count)
 from prunekit.methods.gates import GatedBatchNorm2d, GatedConv2d, add_gates, find_gates, fold_gates
 from prunekit.train import Callback, TrainingInterrupted
 
@@ -123,7 +123,13 @@ def test_add_and_fold_gates_keep_outputs(init, tmp_path):
 
 def test_graph_slices_gates_with_their_channels():
     model = _net()
+    plain = DependencyGraph(copy.deepcopy(model), X)
     add_gates(model)
+    gated = DependencyGraph(model, X)
+    widths = {n: w - 2 for n, w in plain.widths().items() if plain.group(n).prunable}
+    assert gated.macs(widths) == plain.macs(widths)  # the gates cost no MACs
+    assert gated.params() == plain.params() + 6 + 8 + 6
+    assert params_without_gates(gated, widths) == plain.params(widths)
     for g in find_gates(model):
         g.param.data.uniform_(0.5, 1.5)
     # channels whose gates are all zero contribute nothing: removing them changes outputs by rounding only
@@ -319,8 +325,8 @@ class _KillAt(Callback):
 
 def test_resume_mid_loop_gives_the_same_model(tmp_path):
     def run(out, callbacks=()):
-        return GateDecorator(_tiny_config(target_macs=0.6)).run(_net(w=(8, 12)).train(), _data(), out,
-                                                                latency=False, callbacks=callbacks)
+        cfg = _tiny_config(target_macs=None, target_params=0.6)  # the parameter target, this time
+        return GateDecorator(cfg).run(_net(w=(8, 12)).train(), _data(), out, latency=False, callbacks=callbacks)
 
     ref = run(tmp_path / "ref")
     with pytest.raises(TrainingInterrupted):
@@ -332,6 +338,8 @@ def test_resume_mid_loop_gives_the_same_model(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert res.widths_after == ref.widths_after
     assert [s.name for s in res.stages] == [s.name for s in ref.stages]
+    assert res.pruned.params <= 0.6 * res.baseline.params
+    assert res.details["trajectory"][-2]["params_kept"] > 0.6  # the tick before the last had not reached it
 
 
 def test_bad_input():

@@ -149,6 +149,17 @@ def group_scores(graph: DependencyGraph, gate_scores: Mapping[str, torch.Tensor]
     return out
 
 
+def params_without_gates(graph: DependencyGraph, widths: Mapping[str, int] | None = None) -> int:
+    """``graph.params(widths)`` minus the gate parameters (they are folded away at the end): the parameter count
+    of the plain network the gated one stands for."""
+    current = graph.widths()
+    gates = 0
+    for g in graph.groups:
+        w = (widths or {}).get(g.name, current[g.name])
+        gates += sum(int(gm.positions.numel()) for gm in _gate_members(g)) * w // max(g.size, 1)
+    return graph.params(widths) - gates
+
+
 @register_importance("gate_taylor")
 class GateTaylorImportance(Importance):
     """Gate Decorator's score of a group: the sum over its gates of Θ = |φ·∂L/∂φ| (group channels).
@@ -534,10 +545,11 @@ class GateDecorator:
         ungated = [n for n in widths0 if n not in scored]
         floors = channel_floors(graph, widths0, floor_ratio=c.floor_ratio, min_channels=c.min_channels)
         floor_widths = {n: floors[n] for n in scored}
-        if not c.fits(graph.macs(floor_widths), graph.params(floor_widths), macs0, params0):
+        if not c.fits(graph.macs(floor_widths), params_without_gates(graph, floor_widths), macs0, params0):
             raise ConfigError(
                 f"the target cannot be met: with every prunable group at its floor the network keeps "
-                f"{graph.macs(floor_widths) / macs0:.1%} of its MACs and {graph.params(floor_widths) / params0:.1%} "
+                f"{graph.macs(floor_widths) / macs0:.1%} of its MACs and "
+                f"{params_without_gates(graph, floor_widths) / params0:.1%} "
                 f"of its parameters (target_macs={c.target_macs}, target_params={c.target_params}); lower "
                 "floor_ratio / min_channels or ask for less")
         classifier = classifier_name(model, c.classifier)
@@ -580,11 +592,11 @@ class GateDecorator:
                 plan = prune_tick(mm, x, gate_scores, amount=c.prune_per_tick, floor_ratio=c.floor_ratio,
                                   min_channels=c.min_channels, original_widths=widths0,
                                   group_pruning=c.group_pruning, graph=g,
-                                  fits=lambda w: c.fits(g.macs(w), g.params(w), macs0, params0))
+                                  fits=lambda w: c.fits(g.macs(w), params_without_gates(g, w), macs0, params0))
                 if plan.removed == 0:
                     raise PrunekitError(f"{name}: no channel above the per-group floors is left to prune, but the "
                                         "target is not met")
-                macs, params = g.macs(), g.params()
+                macs, params = g.macs(), params_without_gates(g)
                 mm.to(device)
                 met = {"requested": plan.requested, "removed": plan.removed, "remaining": plan.remaining,
                        "threshold": plan.threshold, "floor_hit": plan.floor_hit, "macs": macs, "params": params,
