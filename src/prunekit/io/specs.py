@@ -29,6 +29,7 @@ class SpecError(PrunekitError):
 class _Entry:
     spec: SpecFn
     cls: type | None = None  # resolved lazily for optional packages (torchvision)
+    tried: bool = False      # an import was attempted (do not retry a missing package on every lookup)
 
 
 _REGISTRY: dict[str, _Entry] = {}
@@ -51,7 +52,8 @@ def register_module_spec(cls: type[nn.Module] | str, spec: SpecFn, *, name: str 
 
 def _resolve(name: str) -> type | None:
     entry = _REGISTRY[name]
-    if entry.cls is None:
+    if entry.cls is None and not entry.tried:
+        entry.tried = True
         module_name, _, attr = name.rpartition(".")
         try:
             entry.cls = getattr(importlib.import_module(module_name), attr)
@@ -63,7 +65,7 @@ def _resolve(name: str) -> type | None:
 
 def _resolve_all() -> None:
     for name, entry in list(_REGISTRY.items()):
-        if entry.cls is None:
+        if entry.cls is None and not entry.tried:
             _resolve(name)
 
 
