@@ -122,11 +122,10 @@ def _report(result, output: Path, *, name: str, data: str, recipe: dict[str, Any
             schedule: dict[str, Any], full: bool) -> None:
     for t in result.tables():
         console.print(t)
-    rec = result.write_record(output / "result.json", name=f"{result.method}-{name}-{data}", model_name=name,
+    result.write_record(output / "result.json", name=f"{result.method}-{name}-{data}", model_name=name,
                               dataset=data, reduced=not full, device=device, schedule=schedule)
     for k, v in result.artifacts.items():
         err_console.print(f"{k}: {v}")
-    err_console.print(f"record: {rec}")
 
 
 def _is_full_run(recipe: dict[str, Any], data: str, subset: int | None, phases: dict[str, Any]) -> bool:
@@ -185,3 +184,50 @@ def prune_slimming(
                 "sparsity": config.sparsity, "ratio": config.ratio, "target_macs": config.target_macs}
     _report(result, output, name=name, data=data, recipe=rc, device=dev, schedule=schedule,
             full=_is_full_run(rc, data, train_subset or rc.get("train_subset"), phases))
+
+
+@prune_app.command("gate-decorator")
+def prune_gate_decorator(
+    recipe: Optional[Path] = typer.Option(None, help="YAML recipe (see recipes/gate_decorator/); options override it."),
+    model: Optional[str] = typer.Option(None, help="Zoo model (only sensible for smoke tests without --checkpoint)."),
+    checkpoint: Optional[Path] = typer.Option(None, help="The trained baseline: last.ckpt or a prunekit model file."),
+    data: Optional[str] = typer.Option(None, help="digits (default) | cifar10 | cifar100 | synthetic | imagefolder."),
+    data_dir: Optional[str] = typer.Option(None),
+    target_macs: Optional[float] = typer.Option(None, help="Fraction of MACs kept (e.g. 0.4 = -60% FLOPs)."),
+    target_params: Optional[float] = typer.Option(None, help="Fraction of parameters kept."),
+    prune_per_tick: Optional[float] = typer.Option(None, help="Fraction (<1) of remaining channels, or a count."),
+    ticks_per_round: Optional[int] = typer.Option(None, help="T: ticks between tocks."),
+    sparsity: Optional[float] = typer.Option(None, help="λ of the L1 penalty on the gates during tocks."),
+    floor_ratio: Optional[float] = typer.Option(None, help="Every group keeps at least this fraction."),
+    batch_size: Optional[int] = typer.Option(None),
+    val_split: Optional[float] = typer.Option(None, help="Held out of the train set [default: 0.1]."),
+    train_subset: Optional[int] = typer.Option(None),
+    device: str = typer.Option("auto"),
+    output: Path = typer.Option(Path("runs/gate-decorator"), "--output", "-o",
+                                help="Run folder; re-running the same command resumes it."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+):
+    """Gate Decorator: gated BN, global Taylor ranking, Tick-Tock to a MACs/params target (resumable)."""
+    from prunekit.methods.gate_decorator import run_recipe
+
+    rc = dict(load_recipe(recipe))
+    rc.setdefault("method", "gate_decorator")
+    for key, value in (("model", model), ("data", data), ("batch_size", batch_size), ("val_split", val_split)):
+        if value is not None:
+            rc[key] = value
+    if target_macs is None and target_params is None and "gate_decorator" not in rc:
+        raise ConfigError("give --target-macs or --target-params (or a --recipe)")
+    per_tick = int(prune_per_tick) if prune_per_tick is not None and prune_per_tick >= 1 else prune_per_tick
+    dev = resolve_device(device)
+    quiet = {"progress": progress}
+    result, loaders = run_recipe(rc, output, checkpoint=checkpoint, data_dir=data_dir, device=dev,
+                                 train_subset=train_subset, log=err_console.print, target_macs=target_macs,
+                                 target_params=target_params, prune_per_tick=per_tick,
+                                 ticks_per_round=ticks_per_round, sparsity=sparsity, floor_ratio=floor_ratio,
+                                 tick=quiet, tock=quiet, finetune=quiet if rc.get("finetune", {}) is not None else None)
+    name = (rc.get("model") or "model")
+    data_name = rc.get("data", "digits")
+    schedule = {"batch_size": loaders.train.batch_size, **{k: v for k, v in rc.get("gate_decorator", {}).items()}}
+    _report(result, output, name=name, data=data_name, recipe=rc, device=dev, schedule=schedule,
+            full=_is_full_run(rc, data_name, train_subset or rc.get("train_subset"),
+                              result.details.get("epochs", {})))
