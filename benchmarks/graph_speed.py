@@ -105,6 +105,7 @@ def base_fields() -> dict:
 
 # ----------------------------------------------------------------------------------------------- speed
 def run_speed(models: list[str], rounds: int, out: Path) -> dict:
+    fields = base_fields()
     x = torch.randn(1, 3, 224, 224)
     records = {}
     for name in models:
@@ -144,7 +145,6 @@ def run_speed(models: list[str], rounds: int, out: Path) -> dict:
         }
         print(f"{name}: prunekit/torch_pruning = {records[name]['ratio_wall']:.3f} (wall), "
               f"{records[name]['ratio_cpu']:.3f} (cpu)", flush=True)
-    fields = base_fields()
     extra = fields.pop("versions_extra")
     rec = envelope("graph-speed-cpu", method="prunekit vs torch_pruning:GroupMagnitudeImportance", **fields,
                    task="graph build + 50% L1 pruning (every prunable group; classifier kept), batch 1, 224 px",

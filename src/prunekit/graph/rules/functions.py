@@ -706,11 +706,7 @@ def _tie_params(b: Builder, call: Call, ids, params: list[tuple[int, str]]) -> N
 def f_batch_norm(b: Builder, call: Call):
     x, lab = call.arg(0, "input"), call.lab(0, "input")
     ids = lab.get(1) if lab else None
-    if call.node.target is F.batch_norm:
-        params = [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]
-    else:
-        params = [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")]
-    _tie_params(b, call, ids, params)
+    _tie_params(b, call, ids, [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")])
     return lab
 
 
