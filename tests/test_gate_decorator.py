@@ -108,12 +108,18 @@ def test_add_and_fold_gates_keep_outputs(init, tmp_path):
     live = copy.deepcopy(gated)
     fold_gates(live)
     assert (live(X) - y).abs().max() < 1e-5
-    assert not find_gates(live) and isinstance(live.bn1, nn.BatchNorm2d) and live.bn1.weight.requires_grad
+    assert not find_gates(live) and type(live.bn1) is nn.BatchNorm2d and live.bn1.weight.requires_grad
     assert live.state_dict().keys() == model.state_dict().keys()
-    # after a save/load round trip (a Pipeline stage): the gates live in the fx graph
+    # after a save/load round trip (a Pipeline stage): still gated layers
     prunekit.save(gated, tmp_path / "g.safetensors", example_inputs=X)
     loaded = prunekit.load(tmp_path / "g.safetensors").eval()
-    assert len(find_gates(loaded)) == 3
+    assert len(find_gates(loaded)) == 3 and not loaded.bn1.weight.requires_grad
+    assert torch.allclose(loaded(X), y, atol=1e-6)
+    trained = copy.deepcopy(loaded).train()  # training mode still normalises by batch statistics, updates them
+    live_train = copy.deepcopy(gated).train()
+    assert torch.allclose(trained(X), live_train(X), atol=1e-5)
+    assert torch.allclose(trained.bn2.running_mean, live_train.bn2.running_mean)
+    assert int(trained.bn2.num_batches_tracked) == int(gated.bn2.num_batches_tracked) + 1
     fold_gates(loaded)
     assert (loaded(X) - y).abs().max() < 1e-5
     assert not find_gates(loaded) and not any("gate" in n for n, _ in loaded.named_parameters())
@@ -133,16 +139,16 @@ def test_graph_slices_gates_with_their_channels():
     for g in find_gates(model):
         g.param.data.uniform_(0.5, 1.5)
     # channels whose gates are all zero contribute nothing: removing them changes outputs by rounding only
-    model.bn1.gate.data[0, [1, 4]] = 0
-    model.bn3.gate.data[0, [1, 4]] = 0  # the residual group: both gates of the tied channels
-    model.bn2.gate.data[0, [0, 2, 7]] = 0
+    model.bn1.gate.data[[1, 4]] = 0
+    model.bn3.gate.data[[1, 4]] = 0  # the residual group: both gates of the tied channels
+    model.bn2.gate.data[[0, 2, 7]] = 0
     y = model(X)
     graph = DependencyGraph(model, X)
     resid = next(g for g in graph.prunable_groups if g.size == 6)
     inner = next(g for g in graph.prunable_groups if g.size == 8)
-    assert {gm.member.name for gm in resid.members if gm.member.kind == "param"} == {"bn1.gate", "bn3.gate"}
+    assert {gm.member.name for gm in resid.members if gm.member.attr == "gate"} == {"bn1.gate", "bn3.gate"}
     graph.prune_groups({resid.name: [0, 2, 3, 5], inner.name: [1, 3, 4, 5, 6]})
-    assert model.bn1.gate.shape == (1, 4, 1, 1) and model.bn2.gate.shape == (1, 5, 1, 1)
+    assert model.bn1.gate.shape == (4,) and model.bn2.gate.shape == (5,) and model.bn2.num_features == 5
     assert (model(X) - y).abs().max() < 1e-5
 
 
@@ -166,17 +172,17 @@ def test_taylor_score_is_the_first_order_loss_change():
     exact, small, zeroed, est = [], [], [], []
     for g in find_gates(model):
         for i in range(g.channels):
-            phi = g.param.data[0, i, 0, 0].item()
+            phi = g.param.data[i].item()
             eps = 1e-6
-            g.param.data[0, i] = phi * (1 - eps)  # d L / d log φ by central finite difference
+            g.param.data[i] = phi * (1 - eps)  # d L / d log φ by central finite difference
             lo = loss()
-            g.param.data[0, i] = phi * (1 + eps)
+            g.param.data[i] = phi * (1 + eps)
             hi = loss()
-            g.param.data[0, i] = 0.9 * phi  # a small step towards removing the channel
+            g.param.data[i] = 0.9 * phi  # a small step towards removing the channel
             small.append(abs(loss() - base) / 0.1)
-            g.param.data[0, i] = 0.0  # removing it
+            g.param.data[i] = 0.0  # removing it
             zeroed.append(abs(loss() - base))
-            g.param.data[0, i] = phi
+            g.param.data[i] = phi
             exact.append(abs(hi - lo) / (2 * eps))
             est.append(theta[g.name][i].item())
     exact, small, zeroed, est = map(torch.tensor, (exact, small, zeroed, est))
@@ -254,7 +260,7 @@ def test_tick_prunes_exactly_p_of_the_remaining_channels_and_respects_the_floor(
     # physically, via the gates' scores (eq. 9 sums bn1 + bn3 on the residual group)
     gate_scores = {"bn1": scores[resid] / 2, "bn3": scores[resid] / 2, "bn2": scores[inner]}
     plan = prune_tick(model, X, gate_scores, amount=0.25, floor_ratio=0.1)
-    assert plan.removed == 3 and model.bn2.gate.shape[1] == 6 and model.conv1.out_channels == 5
+    assert plan.removed == 3 and model.bn2.gate.shape == (6,) and model.conv1.out_channels == 5
     assert model(X).shape == (4, 4)
 
 
@@ -277,8 +283,10 @@ def test_last_tick_removes_only_what_the_target_needs():
 # ----------------------------------------------------------------------------- BN-free nets
 def test_gated_convolution_on_a_bn_free_net():
     model = _net(bn=False)
+    macs = DependencyGraph(model, X).macs()
     gates = add_gates(model)  # auto: no BatchNorm -> a gate after every conv
     assert [g.kind for g in gates] == ["conv"] * 3 and isinstance(model.conv1, GatedConv2d)
+    assert DependencyGraph(model, X).macs() == macs
     x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,))
     theta = taylor_scores(model, [(x, y)])
     assert set(theta) == {"conv1", "conv2", "conv3"} and all((v >= 0).all() for v in theta.values())
@@ -288,7 +296,7 @@ def test_gated_convolution_on_a_bn_free_net():
         g.param.data.uniform_(0.5, 1.5)
     out = model(X)
     fold_gates(model)
-    assert isinstance(model.conv1, nn.Conv2d) and not find_gates(model)
+    assert type(model.conv1) is nn.Conv2d and not find_gates(model)
     assert (model(X) - out).abs().max() < 1e-5
 
 
