@@ -122,6 +122,17 @@ def test_apply_widths_with_scores_keeps_the_best():
         apply_widths(g, {"stem.0": 4}, scores={"stem.0": torch.ones(3)})
 
 
+def test_apply_widths_on_a_model_and_as_a_method():
+    m = build("residual")
+    apply_widths(m, {"a1.0": 2}, example_inputs=X)
+    assert m.a1[0].out_channels == 2
+    with pytest.raises(ConfigError, match="example_inputs"):
+        apply_widths(m, {"a1.0": 1})
+    g = DependencyGraph(m, X)
+    g.apply_widths({"b1.0": 3}, importance="l2")
+    assert m.b1[0].out_channels == 3 and g["b1.0"].size == 3
+
+
 def test_graph_tracks_the_model_through_successive_prunings():
     m = build("residual")
     g = DependencyGraph(m, X)

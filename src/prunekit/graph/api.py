@@ -48,12 +48,16 @@ def _protected_names(graph: DependencyGraph, protected: Iterable[str] | None) ->
     return names
 
 
-def apply_widths(graph: DependencyGraph, widths: Mapping[str, int], *,
+def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], *,
                  scores: Mapping[str, torch.Tensor] | None = None, importance: str | Importance = "l1",
                  min_channels: int = 1, round_to: int = 1, protected: Iterable[str] | None = None,
-                 optimizer: torch.optim.Optimizer | None = None) -> dict[str, torch.Tensor]:
+                 optimizer: torch.optim.Optimizer | None = None,
+                 example_inputs: Inputs | None = None) -> dict[str, torch.Tensor]:
     """Set each named group to the given width, keeping its highest-scoring channels; returns the kept
     channel indices per changed group (sorted, in the group's original numbering).
+
+    ``graph``: a DependencyGraph (it then describes the pruned model), or a model together with
+    ``example_inputs`` (a graph is built for it).
 
     ``widths``: {group name: width}, partial allowed. A width equal to the group's size leaves it untouched (also
     for unprunable groups); any other width on an unprunable or protected group raises ConfigError naming it.
@@ -61,6 +65,10 @@ def apply_widths(graph: DependencyGraph, widths: Mapping[str, int], *,
     {group name: Tensor[size]} (higher = keep); groups without scores are scored by ``importance``. Pinned
     channels are always kept. The model is modified in place; ``optimizer`` state follows the kept channels.
     """
+    if isinstance(graph, nn.Module):
+        if example_inputs is None:
+            raise ConfigError("apply_widths(model, ...) needs example_inputs= (or pass a DependencyGraph)")
+        graph = DependencyGraph(graph, example_inputs)
     _check_options(min_channels, round_to)
     prot = _protected_names(graph, protected)
     imp = get_importance(importance)

@@ -258,6 +258,11 @@ class DependencyGraph:
             return
         self._remove(kept, optimizer)
 
+    def apply_widths(self, widths: Mapping[str, int], **kwargs) -> dict[str, torch.Tensor]:
+        """``prunekit.graph.apply_widths(self, widths, **kwargs)``: set group widths, keeping the best channels."""
+        from prunekit.graph.api import apply_widths
+        return apply_widths(self, widths, **kwargs)
+
     def _remove(self, kept: np.ndarray, optimizer: torch.optim.Optimizer | None) -> None:
         core = self._core
         touched: dict[int, nn.Module] = {}
