@@ -244,7 +244,12 @@ class Builder:
             g = group_of_root.get(r)
             if g is None:
                 g = group_of_root[r] = len(names)
-                names.append(owner if owner else "(root)")
+                name = owner if owner else "(root)"
+                k = 2
+                while name in names:  # a layer that produces two groups (e.g. also used functionally)
+                    name = f"{owner or '(root)'}#{k}"
+                    k += 1
+                names.append(name)
                 order.append([])
             order[g].append(c)
         group_classes = []
