@@ -245,10 +245,10 @@ class Builder:
             if g is None:
                 g = group_of_root[r] = len(names)
                 name = owner if owner else "(root)"
-                k = 2
+                suffix = 2
                 while name in names:  # a layer that produces two groups (e.g. also used functionally)
-                    name = f"{owner or '(root)'}#{k}"
-                    k += 1
+                    name = f"{owner or '(root)'}#{suffix}"
+                    suffix += 1
                 names.append(name)
                 order.append([])
             order[g].append(c)

@@ -632,8 +632,6 @@ def f_linear(b: Builder, call: Call):
     rows = call.out.numel() // (b.batch_size * w.shape[0])
     b.add_layer(owner, rows * (1 if 1 in wl else w.shape[1]), ("param", wname, 0) if out_ids is not None else None,
                 ("param", wname, 1) if 1 in wl else None)
-    if out_ids is None and w.shape[0] > 1:
-        return None
     result = {d: ids for d, ids in lab.items() if d < last}
     if out_ids is not None:
         result[last] = out_ids
@@ -822,5 +820,13 @@ for _op in (operator.add, operator.sub, operator.mul, operator.floordiv, operato
 
 
 # builtins that never carry channels
-for _fn in (builtins.getattr, builtins.len, builtins.int, builtins.float, torch._assert):
+for _fn in (builtins.len, builtins.int, builtins.float, torch._assert):
     FUNCTION_RULES[_fn] = lambda b, call: None
+
+
+@function_rule(builtins.getattr)
+def tensor_attribute(b: Builder, call: Call):
+    """``x.data`` passes channels through; other tensor-valued attributes (``x.T``, ``x.mT``...) are unknown."""
+    if call.args[1] in ("data",):
+        return call.largs[0]
+    return unknown_rule(b, call)
