@@ -321,7 +321,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "schema": "prunekit.result/1",
         "name": f"latency-speedup-{'gpu' if gpu else 'cpu'}",
         "method": "l1",
-        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)] + (argv if argv is not None else sys.argv[1:])),
+        "command": "python " + " ".join([os.path.relpath(__file__, ROOT)]
+                                        + (argv if argv is not None else sys.argv[1:])),
         "device": device_name(torch.device(args.device)),
         "versions": {"prunekit": git_sha(), "torch": torch.__version__, "python": platform.python_version(),
                      "torch_pruning": torch_pruning_version() if with_tp else None,

@@ -2,7 +2,7 @@
 
 File layout (format ``prunekit.model/1``): a standard ``.safetensors`` file. Its tensors are the model's
 parameters and buffers under their ``state_dict`` names (plus non-persistent buffers and fx tensor constants).
-Its string metadata holds ``"format": "prunekit.model/1"`` and ``"prunekit"``: a JSON document with
+Its string metadata holds one key, ``"prunekit"``: a JSON document with ``"format": "prunekit.model/1"`` and
 
 - ``graph``: the torch.fx graph, one object per node (``name``, ``op``, ``target``, ``args``, ``kwargs``;
   see :mod:`prunekit.io.codec`);
@@ -62,7 +62,9 @@ def save(model: nn.Module, path: str | os.PathLike[str], *, example_inputs: Exam
             raise ConfigError(f"metadata must be JSON-serializable: {exc}") from exc
     if inputs is not None:
         _check_reproduces(model, build_model(header, tensors), inputs)
-    _write_atomic(path, tensors, {"format": FORMAT, "prunekit": json.dumps(header, sort_keys=True)})
+    # One metadata key only: safetensors writes its metadata map in hash order, and one key keeps files
+    # byte-identical for identical models. The format version is the header's first field.
+    _write_atomic(path, tensors, {"prunekit": json.dumps(header, sort_keys=True)})
     return path
 
 

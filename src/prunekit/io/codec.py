@@ -16,6 +16,7 @@ import keyword
 import math
 import operator
 import re
+import sys
 import types
 from functools import lru_cache
 from typing import Any, Callable
@@ -62,61 +63,70 @@ def register_function(fn: Callable[..., Any], name: str | None = None) -> None:
     if not _QUALNAME.fullmatch(key):
         raise CodecError(f"invalid function name {key!r}: expected a dotted Python name")
     _EXTRA_FUNCTIONS[key] = fn
-    _function_tables.cache_clear()
 
 
 @lru_cache(maxsize=1)
-def _function_tables() -> tuple[dict[str, Callable[..., Any]], dict[int, str]]:
-    """(name → function, id(function) → name) for every function a saved graph may call."""
+def _base_tables() -> tuple[dict[str, Callable[..., Any]], dict[int, str]]:
+    """(name → function, id(function) → name) for torch's overridable functions, operator, math, getattr."""
     by_name: dict[str, Callable[..., Any]] = {}
-
-    def add(name: str, fn: Any) -> None:
-        if callable(fn):
-            by_name.setdefault(name, fn)
-
     overridable = torch.overrides.get_overridable_functions()
     modules = {ns.__name__: ns for ns in overridable if isinstance(ns, types.ModuleType)}
     for ns_name in _TORCH_NAMESPACES:
         ns = modules.get(ns_name)
-        if ns is None:
-            continue
-        for fn in overridable[ns]:
+        for fn in overridable.get(ns, ()) if ns is not None else ():
             fname = getattr(fn, "__name__", None)
             if fname and not fname.startswith("_") and getattr(ns, fname, None) is fn:
-                add(f"{ns_name}.{fname}", fn)
-    add("torch._assert", torch._assert)
+                by_name.setdefault(f"{ns_name}.{fname}", fn)
+    by_name["torch._assert"] = torch._assert
     for fname in _OPERATOR_NAMES:
-        add(f"operator.{fname}", getattr(operator, fname))
+        by_name[f"operator.{fname}"] = getattr(operator, fname)
     for fname in dir(math):
         if not fname.startswith("_") and callable(getattr(math, fname)):
-            add(f"math.{fname}", getattr(math, fname))
-    add("builtins.getattr", builtins.getattr)
-    for qualname in _TORCHVISION_WRAPPED:
-        module_name, _, fname = qualname.rpartition(".")
-        try:
-            add(qualname, getattr(importlib.import_module(module_name), fname))
-        except (ImportError, AttributeError):
-            pass
-    try:
-        tv_ops = importlib.import_module("torchvision.ops")
-    except Exception:  # torchvision is optional
-        tv_ops = None
-    if tv_ops is not None:
-        for fname in getattr(tv_ops, "__all__", ()):
-            obj = getattr(tv_ops, fname, None)
-            if inspect.isfunction(obj):
-                add(f"torchvision.ops.{fname}", obj)
-    for name, fn in _EXTRA_FUNCTIONS.items():
-        by_name[name] = fn
+            by_name[f"math.{fname}"] = getattr(math, fname)
+    by_name["builtins.getattr"] = builtins.getattr
+    return by_name, _ids(by_name)
+
+
+def _ids(by_name: dict[str, Callable[..., Any]]) -> dict[int, str]:
     by_id: dict[int, str] = {}
     for name, fn in by_name.items():
         by_id.setdefault(id(fn), name)
-    return by_name, by_id
+    return by_id
+
+
+def _optional_functions(import_missing: bool) -> dict[str, Callable[..., Any]]:
+    """torchvision's public ops and fx-wrapped helpers. When saving, a model can only call them if their module
+    is already imported, so nothing is imported then (``import_missing=False``): importing torchvision.models
+    takes seconds."""
+    out: dict[str, Callable[..., Any]] = {}
+
+    def module(name: str) -> types.ModuleType | None:
+        if name in sys.modules or import_missing:
+            try:
+                return importlib.import_module(name)
+            except Exception:  # torchvision is optional
+                return None
+        return None
+
+    tv_ops = module("torchvision.ops")
+    for fname in getattr(tv_ops, "__all__", ()):
+        obj = getattr(tv_ops, fname, None)
+        if inspect.isfunction(obj):
+            out[f"torchvision.ops.{fname}"] = obj
+    for qualname in _TORCHVISION_WRAPPED:
+        module_name, _, fname = qualname.rpartition(".")
+        obj = getattr(module(module_name), fname, None)
+        if callable(obj):
+            out[qualname] = obj
+    return out
 
 
 def function_name(fn: Callable[..., Any]) -> str:
     """The allow-listed qualified name of ``fn``; CodecError naming it if it is not allowed."""
-    name = _function_tables()[1].get(id(fn))
+    by_name, by_id = _base_tables()
+    name = by_id.get(id(fn))
+    if name is None:
+        name = _ids({**_optional_functions(False), **_EXTRA_FUNCTIONS}).get(id(fn))
     if name is None:
         shown = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
         raise CodecError(
@@ -128,7 +138,9 @@ def function_name(fn: Callable[..., Any]) -> str:
 
 def resolve_function(name: str) -> Callable[..., Any]:
     """The function stored as ``name``; CodecError if it is not on the allow-list."""
-    fn = _function_tables()[0].get(name)
+    fn = _EXTRA_FUNCTIONS.get(name) or _base_tables()[0].get(name)
+    if fn is None and isinstance(name, str) and name.startswith("torchvision."):
+        fn = _optional_functions(True).get(name)
     if fn is None:
         raise CodecError(f"function {name!r} is not on prunekit's allow-list (a newer prunekit, a function "
                          "registered with prunekit.io.register_function in the saving process, or a tampered file)")

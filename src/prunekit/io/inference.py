@@ -32,7 +32,7 @@ def register_foldable_norm(cls: type, affine: NormAffine) -> None:
 
 
 def register_fold_target(cls: type, fold: FoldFn) -> None:
-    """``fold(producer, scale, shift)`` rewrites ``producer`` in place so it computes ``producer(x) * scale + shift``."""
+    """``fold(producer, scale, shift)`` rewrites ``producer`` in place to compute ``producer(x) * scale + shift``."""
     _PRODUCERS[cls] = fold
 
 
