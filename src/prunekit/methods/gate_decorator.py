@@ -36,7 +36,7 @@ import torch.nn as nn
 from prunekit.errors import ConfigError, PrunekitError, check_range
 from prunekit.graph import ChannelGroup, DependencyGraph
 from prunekit.importance import Importance, MagnitudeImportance, register_importance
-from prunekit.methods.gates import Gate, add_gates, find_gates, fold_gates
+from prunekit.methods.gates import Gate, GatedBatchNorm2d, GatedConv2d, add_gates, find_gates, fold_gates
 from prunekit.train import Callback, L1Subgradient, TrainConfig, TrainOnly
 
 ScoreMode = Literal["paper", "official"]
@@ -120,8 +120,9 @@ def taylor_scores(model: nn.Module, batches: Iterable, *, mode: ScoreMode = "off
 
 
 def _gate_members(group: ChannelGroup):
-    """(member, gate parameter name) for every gate parameter in ``group``."""
-    return [gm for gm in group.members if gm.member.kind == "param" and gm.member.attr == "gate"]
+    """The members of ``group`` that are gate parameters (of GatedBatchNorm2d / GatedConv2d layers)."""
+    return [gm for gm in group.members if gm.member.kind == "param" and gm.member.attr == "gate"
+            and isinstance(gm.member.module, (GatedBatchNorm2d, GatedConv2d))]
 
 
 def group_scores(graph: DependencyGraph, gate_scores: Mapping[str, torch.Tensor], *,
