@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--output", type=Path, default=None)
     args = p.parse_args(argv)
     gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available on this machine")
     args.batch = args.batch or (256 if gpu else 1)
     args.dtype = args.dtype or ("bf16" if gpu else "fp32")
     args.channels_last = gpu if args.channels_last is None else args.channels_last
