@@ -376,6 +376,18 @@ def test_inconsistent_layer_is_refused(tmp_path: Path) -> None:
         save(model, tmp_path / "m.safetensors")
 
 
+def test_example_inputs_catch_what_tracing_froze(tmp_path: Path) -> None:
+    """fx records a random draw in forward as a constant: with example_inputs, save notices before writing."""
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.randn(1)
+
+    with pytest.raises(PrunekitError, match="does not reproduce"):
+        save(Noisy(), tmp_path / "m.safetensors", example_inputs=torch.randn(2, 3))
+    assert not list(tmp_path.iterdir())
+
+
 def test_failed_save_keeps_the_old_file(saved: Path, tmp_path: Path) -> None:
     path = tmp_path / "m.safetensors"
     path.write_bytes(saved.read_bytes())

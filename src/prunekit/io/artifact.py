@@ -467,8 +467,16 @@ def _check_reproduces(model: nn.Module, rebuilt: nn.Module, inputs: tuple[torch.
         raise PrunekitError("the traced architecture does not reproduce the model's outputs (different shapes): "
                             "its forward has control flow fx cannot record; use torch.save")
     for a, b in zip(expected, got):
-        err = (a.float() - b.float()).norm() / a.float().norm().clamp_min(1e-12)
-        if not torch.isfinite(err) or err > 1e-6:
+        if not a.is_floating_point():
+            if not torch.equal(a, b):
+                raise PrunekitError("the traced architecture does not reproduce the model's integer outputs; "
+                                    "use torch.save")
+            continue
+        # Same ops in the same order: on CPU the outputs are bit-identical. The tolerance only absorbs GPU
+        # algorithm choice (cuDNN autotuning), scaled to the precision; a structural mismatch is far larger.
+        tol = 1e-4 if a.dtype in (torch.float32, torch.float64) else 2e-2
+        err = (a.double() - b.double()).norm() / a.double().norm().clamp_min(1e-12)
+        if not torch.isfinite(err) or err > tol:
             raise PrunekitError(f"the traced architecture does not reproduce the model's output (relative error "
                                 f"{float(err):.3g}): its forward has control flow fx cannot record; use torch.save")
 

@@ -8,6 +8,7 @@ run fastest in. The result is an eval-mode ``torch.fx.GraphModule`` for inferenc
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Callable
 
 import torch
@@ -78,14 +79,25 @@ def _register_defaults() -> None:
         register_fold_target(cls, lambda m, s, b: _fold_into(m, s, b, transposed=True))
     _NOOPS.update({nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
                    nn.FeatureAlphaDropout})
+
+
+def _register_torchvision() -> None:
+    """torchvision's FrozenBatchNorm2d / StochasticDepth, once torchvision is loaded. Importing torchvision here
+    eagerly would double ``import prunekit``'s time (it pulls torch._dynamo); a model holding these layers has
+    imported it already."""
+    global _TORCHVISION_DONE
+    if _TORCHVISION_DONE or "torchvision" not in sys.modules:
+        return
+    _TORCHVISION_DONE = True
     try:
         from torchvision.ops import FrozenBatchNorm2d, StochasticDepth
-    except Exception:  # torchvision is optional
+    except Exception:  # a broken torchvision install is not our concern here
         return
     register_foldable_norm(FrozenBatchNorm2d, _batchnorm_affine)
     _NOOPS.add(StochasticDepth)
 
 
+_TORCHVISION_DONE = False
 _register_defaults()
 
 
@@ -98,6 +110,7 @@ def fold_batchnorm(gm: torch.fx.GraphModule, example_inputs: ExampleInputs | Non
     Linear → BatchNorm1d is folded only when ``example_inputs`` show the linear output is 2-D (N, C).
     Returns the number of folded norms.
     """
+    _register_torchvision()
     inputs = _as_tuple(example_inputs)
     if inputs is not None:
         from torch.fx.passes.shape_prop import ShapeProp
@@ -169,6 +182,7 @@ def for_inference(model: nn.Module, example_inputs: ExampleInputs | None = None,
     up to float rounding. Give it channels_last inputs (``x.to(memory_format=torch.channels_last)``) for the
     full effect. ``example_inputs`` additionally enable folding Linear → BatchNorm1d.
     """
+    _register_torchvision()
     gm = trace(copy.deepcopy(model))
     gm.eval()
     if fold_bn:
