@@ -27,8 +27,9 @@ from torch.fx.node import map_aggregate, map_arg
 
 from prunekit.errors import PrunekitError
 from prunekit.graph.builder import Builder, Core
-from prunekit.graph.rules import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, SIZE_AWARE, SIZE_RULES, Call,
-                                  SizeRef, unknown_rule)
+from prunekit.graph.rules import (METHOD_RULES, MODULE_RULES, SIZE_AWARE, SIZE_RULES, Call, SizeRef,
+                                  unknown_rule)
+from prunekit.graph.rules.registry import function_rule_for
 
 
 class GraphError(PrunekitError):
@@ -202,7 +203,7 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                 if op == "call_module":
                     rule = next((MODULE_RULES[t] for t in type(module).__mro__ if t in MODULE_RULES), unknown_rule)
                 elif op == "call_function":
-                    rule = FUNCTION_RULES.get(node.target)
+                    rule = function_rule_for(node.target)
                     if rule is None:
                         rule = _tuple_rule if _is_tuple_type(node.target) else unknown_rule
                 else:

@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from prunekit.graph.builder import Builder
-from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, SIZE_AWARE, Call, Labels, SizeRef,
+from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES, SIZE_AWARE, Call,
+                                          Labels, SizeRef,
                                           broadcast, function_rule, is_tensor, method_rule, norm_dim, passthrough,
                                           reshape_labels, shift_labels, size_constraint, unknown_rule, where_of)
 
@@ -64,11 +65,9 @@ def new_constant(b: Builder, call: Call):
     return None
 
 
-try:  # torchvision's StochasticDepth (an fx-wrapped function): drops whole samples, channels pass through
-    from torchvision.ops.stochastic_depth import stochastic_depth as _tv_stochastic_depth
-    FUNCTION_RULES[_tv_stochastic_depth] = passthrough
-except ImportError:  # pragma: no cover
-    pass
+# torchvision's StochasticDepth (an fx-wrapped function): drops whole samples, channels pass through. Keyed by
+# the function's qualified name so that importing prunekit does not import torchvision.
+NAMED_FUNCTION_RULES[("torchvision.ops.stochastic_depth", "stochastic_depth")] = passthrough
 
 # ---------------------------------------------------------------------------------------------------------------
 # reductions and normalisations along a dim

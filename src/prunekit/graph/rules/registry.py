@@ -29,6 +29,7 @@ Rule = Callable[[Builder, "Call"], Any]
 MODULE_RULES: dict[type, Rule] = {}
 SIZE_AWARE: set = set()   # rules that handle SizeRef arguments themselves (others get them pinned)
 FUNCTION_RULES: dict[Any, Rule] = {}
+NAMED_FUNCTION_RULES: dict[tuple[str, str], Rule] = {}  # (module, qualname) of functions from optional packages
 METHOD_RULES: dict[str, Rule] = {}
 
 
@@ -115,6 +116,15 @@ class Call:
             return f"Tensor.{node.target}"
         t = node.target
         return f"{getattr(t, '__module__', None) or ''}.{getattr(t, '__qualname__', None) or getattr(t, '__name__', repr(t))}".lstrip(".")
+
+
+def function_rule_for(target: Any) -> Rule | None:
+    """The rule of a function: by identity, else by (module, qualified name) for optional packages."""
+    rule = FUNCTION_RULES.get(target)
+    if rule is None:
+        key = (getattr(target, "__module__", None), getattr(target, "__qualname__", None))
+        rule = NAMED_FUNCTION_RULES.get(key)
+    return rule
 
 
 def where_of(node: torch.fx.Node, name: str = "") -> str:
