@@ -13,7 +13,7 @@
    -> ``benchmarks/results/tv-model-support.json`` (written after every model)
 
     python benchmarks/graph_speed.py speed [--rounds 5]
-    python benchmarks/graph_speed.py support [--models resnet18 ...]
+    python benchmarks/graph_speed.py support [--models resnet18 ...] [--reuse OLD.json]
 
 The CPU machines are shared (2 cores, other jobs running): absolute times are noisy; compare the ratios
 measured in one process. The load average is recorded with the results.
@@ -191,9 +191,15 @@ def try_lib(lib: str, name: str, x: torch.Tensor) -> dict:
     return res
 
 
-def run_support(models: list[str] | None, out: Path) -> dict:
+def run_support(models: list[str] | None, out: Path, reuse: Path | None = None,
+                reuse_libs: tuple[str, ...] = ("torch_pruning",)) -> dict:
+    """``reuse``: a previous result file whose ``reuse_libs`` entries are copied instead of re-measured (Torch-
+    Pruning's results do not depend on prunekit's code; re-running only prunekit saves hours here)."""
+    import json
+
     import torchvision
     names = models or torchvision.models.list_models(module=torchvision.models)
+    old = json.loads(reuse.read_text()) if reuse else None
     fields = base_fields()
     extra = fields.pop("versions_extra")
     rec = envelope("tv-model-support", method="prunekit vs torch_pruning:GroupMagnitudeImportance", **fields,
@@ -201,6 +207,8 @@ def run_support(models: list[str] | None, out: Path) -> dict:
                         "output shape (1, 1000); torchvision default (random) weights",
                    models={}, skipped={})
     rec["versions"].update(extra)
+    if old:
+        rec["reused"] = {"libs": list(reuse_libs), "from_versions": old.get("versions"), "from_date": old.get("date")}
     for name in names:
         if name in SKIP:
             rec["skipped"][name] = f"too large for this CPU run ({SKIP[name]})"
@@ -209,7 +217,11 @@ def run_support(models: list[str] | None, out: Path) -> dict:
         x = torch.randn(1, 3, s, s)
         entry = {"input": s}
         for lib in LIBS:
-            entry[lib] = try_lib(lib, name, x)
+            prev = (old or {}).get("models", {}).get(name, {}).get(lib)
+            if lib in reuse_libs and prev is not None and (old["models"][name].get("input") == s):
+                entry[lib] = prev
+            else:
+                entry[lib] = try_lib(lib, name, x)
         rec["models"][name] = entry
         pk, tpr = entry["prunekit"], entry["torch_pruning"]
         print(f"{name:24s} prunekit {'ok' if pk['ok'] else 'FAIL'} cov {pk.get('coverage', '-')} "
@@ -238,11 +250,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--speed-models", nargs="*", default=["resnet50", "densenet121"])
     p.add_argument("--models", nargs="*", default=None, help="support sweep: these models only")
     p.add_argument("--out-dir", type=Path, default=RESULTS)
+    p.add_argument("--reuse", type=Path, default=None,
+                   help="support sweep: copy Torch-Pruning's entries from this earlier result file")
     a = p.parse_args(argv)
     if a.what in ("speed", "all"):
         run_speed(a.speed_models, a.rounds, a.out_dir / "graph-speed-cpu.json")
     if a.what in ("support", "all"):
-        run_support(a.models, a.out_dir / "tv-model-support.json")
+        run_support(a.models, a.out_dir / "tv-model-support.json", a.reuse)
 
 
 if __name__ == "__main__":
