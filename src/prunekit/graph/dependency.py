@@ -65,9 +65,20 @@ class DependencyGraph:
 
     # ---- structure ---------------------------------------------------------------------------------------------
     def _derive(self) -> None:
+        """(Re)build the public objects (groups, members, cost model) from the class-level core."""
         core = self._core
-        k = core.num_classes
-        index_in_group = np.zeros(k, dtype=np.int64)
+        per_group = self._group_members(core)
+        self.groups: list[ChannelGroup] = [self._make_group(core, g, per_group[g])
+                                           for g in range(len(core.group_names))]
+        self._by_name = {g.name: g for g in self.groups}
+        self._idx = {g.name: i for i, g in enumerate(self.groups)}
+        self._cost = AnalyticCost(core, self.model)
+        self._min_widths = np.array([g.min_width for g in self.groups], dtype=np.float64)
+
+    @staticmethod
+    def _group_members(core: Core) -> list[list[GroupMember]]:
+        """For each group, the members holding some of its channels, with positions and channel indices."""
+        index_in_group = np.zeros(core.num_classes, dtype=np.int64)
         for classes in core.group_classes:
             index_in_group[classes] = np.arange(len(classes))
         per_group: list[list[GroupMember]] = [[] for _ in core.group_names]
@@ -82,42 +93,41 @@ class DependencyGraph:
                 if len(pos) == size and pos[-1] - pos[0] == size - 1 and np.array_equal(ch, np.arange(size)):
                     offset = int(pos[0])
                 per_group[g].append(GroupMember(m, torch.from_numpy(pos), torch.from_numpy(ch), offset))
-        groups = []
-        for g, (name, classes) in enumerate(zip(core.group_names, core.group_classes)):
-            pinned_mask = core.class_pinned[classes]
-            pinned = torch.from_numpy(np.flatnonzero(pinned_mask))
-            size = len(classes)
-            free = size - int(pinned_mask.sum())
+        return per_group
+
+    @staticmethod
+    def _make_group(core: Core, g: int, members: list[GroupMember]) -> ChannelGroup:
+        classes = core.group_classes[g]
+        pinned_mask = core.class_pinned[classes]
+        pinned = torch.from_numpy(np.flatnonzero(pinned_mask))
+        size = len(classes)
+        free = size - int(pinned_mask.sum())
+        first_reason = (core.class_reason.get(int(classes[np.flatnonzero(pinned_mask)[0]]), "pinned")
+                        if pinned.numel() else None)
+        if free == 0:
+            reason = first_reason
+        elif size < 2:
+            reason = "a single channel"
+        elif pinned.numel():
+            reason = f"{pinned.numel()} channels pinned: {first_reason}"
+        else:
             reason = None
-            if free == 0:
-                first = int(classes[np.flatnonzero(pinned_mask)[0]])
-                reason = core.class_reason.get(first, "pinned")
-            elif size < 2:
-                reason = "a single channel"
-            elif pinned.numel():
-                first = int(classes[np.flatnonzero(pinned_mask)[0]])
-                reason = f"{pinned.numel()} channels pinned: {core.class_reason.get(first, 'pinned')}"
-            cover = []
-            pinned_set = set(pinned.tolist())
-            free_mask = ~torch.from_numpy(pinned_mask)
-            uniform = True
-            for gm in per_group[g]:
-                mult = torch.bincount(gm.channels, minlength=size)[free_mask]
-                if mult.numel() and int(mult.min()) != int(mult.max()):
-                    uniform = False
-                if len(gm.positions) == gm.member.size and len(gm.positions) and gm.offset is None:
-                    ch = gm.channels.unique()
-                    if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
-                        cover.append(ch)
-            groups.append(ChannelGroup(name=name, size=size, prunable=free >= 1 and size >= 2,
-                                       members=per_group[g], pinned=pinned, reason=reason,
-                                       exact=not bool(core.class_inexact[classes].any()), cover=cover,
-                                       uniform=uniform))
-        self.groups: list[ChannelGroup] = groups
-        self._by_name = {g.name: g for g in groups}
-        self._idx = {g.name: i for i, g in enumerate(groups)}
-        self._cost = AnalyticCost(core, self.model)
-        self._min_widths = np.array([g.min_width for g in groups], dtype=np.float64)
+        # members holding only some of the group's channels (none pinned) must keep one: "cover" sets;
+        # members holding the free channels unevenly make the analytic cost an estimate ("uniform")
+        cover, uniform = [], True
+        pinned_set = set(pinned.tolist())
+        free_mask = ~torch.from_numpy(pinned_mask)
+        for gm in members:
+            mult = torch.bincount(gm.channels, minlength=size)[free_mask]
+            if mult.numel() and int(mult.min()) != int(mult.max()):
+                uniform = False
+            if len(gm.positions) == gm.member.size and len(gm.positions) and gm.offset is None:
+                ch = gm.channels.unique()
+                if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
+                    cover.append(ch)
+        return ChannelGroup(name=core.group_names[g], size=size, prunable=free >= 1 and size >= 2, members=members,
+                            pinned=pinned, reason=reason, exact=not bool(core.class_inexact[classes].any()),
+                            cover=cover, uniform=uniform)
 
     @property
     def warnings(self) -> list[str]:
