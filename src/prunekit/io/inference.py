@@ -161,6 +161,7 @@ def _replace_submodule(gm: torch.fx.GraphModule, target: str, module: nn.Module)
 
 def drop_noops(gm: torch.fx.GraphModule) -> int:
     """Remove, in place, modules that are the identity in eval mode (Dropout, Identity, StochasticDepth)."""
+    _register_torchvision()
     dropped = 0
     for node in list(gm.graph.nodes):
         if node.op == "call_module" and len(node.args) >= 1 and not node.kwargs \
@@ -182,7 +183,6 @@ def for_inference(model: nn.Module, example_inputs: ExampleInputs | None = None,
     up to float rounding. Give it channels_last inputs (``x.to(memory_format=torch.channels_last)``) for the
     full effect. ``example_inputs`` additionally enable folding Linear → BatchNorm1d.
     """
-    _register_torchvision()
     gm = trace(copy.deepcopy(model))
     gm.eval()
     if fold_bn:
