@@ -5,6 +5,18 @@
     graph.prune_groups({name: kept_indices})            # physical, in place
     apply_widths(graph, {name: width}, importance="l1")
     prune(model, example_inputs, ratio=0.5)             # all of it in one call
+
+How channel flow is computed (modules, top to bottom):
+
+- ``trace``: torch.fx symbolic trace (eval mode, plus train mode when it differs), then one walk over the graph
+  on meta tensors (shapes only) applying a *rule* per op;
+- ``rules``: per op type (layer class, function, Tensor method) how channel ids flow: a conv's output gets fresh
+  ids (a producer), BN/activations pass them, an add ties the operands' ids, a concat concatenates them, a
+  reshape repeats/splits them, an op without a rule pins them (with a warning); sizes read from tensors
+  (``x.size(1)``) carry their channel ids too (``SizeRef``), so reshapes sized by them stay consistent;
+- ``builder``: union-find over the ties -> channel *classes*; classes made by the same producer -> *groups*;
+- ``dependency``: ``DependencyGraph`` / ``ChannelGroup`` (``group``), analytic cost (``analytic``), and
+  surgery (``surgery``: one handler per layer type) that slices every member of the removed classes.
 """
 
 from prunekit.graph.api import apply_widths, prune, resolve_width, select_top
