@@ -225,9 +225,17 @@ def prune_gate_decorator(
                                  target_params=target_params, prune_per_tick=per_tick,
                                  ticks_per_round=ticks_per_round, sparsity=sparsity, floor_ratio=floor_ratio,
                                  tick=quiet, tock=quiet, finetune=quiet if rc.get("finetune", {}) is not None else None)
-    name = (rc.get("model") or "model")
+    name = rc.get("model") or (_checkpoint_model_name(checkpoint) if checkpoint else "model")
     data_name = rc.get("data", "digits")
-    schedule = {"batch_size": loaders.train.batch_size, **{k: v for k, v in rc.get("gate_decorator", {}).items()}}
+    stages = result.details["stages"]
+    schedule = {"batch_size": loaders.train.batch_size, **stages, **rc.get("gate_decorator", {})}
     _report(result, output, name=name, data=data_name, recipe=rc, device=dev, schedule=schedule,
             full=_is_full_run(rc, data_name, train_subset or rc.get("train_subset"),
-                              result.details.get("epochs", {})))
+                              {"finetune_epochs": stages["finetune_epochs"]}))
+
+
+def _checkpoint_model_name(path: Path) -> str:
+    """The zoo name a checkpoint or model file records (``model`` if it records none)."""
+    from prunekit.train.job import load_trained_model
+
+    return load_trained_model(path)[1].get("model", {}).get("name", "model")

@@ -9,6 +9,7 @@ nothing special: their spec is read off their current (smaller) shapes.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -122,6 +123,9 @@ def build_module(name: str, encoded_kwargs: dict[str, Any], extra: dict[str, Any
 
     ``extra``: plain public attributes to set afterwards (never ones the class defines, e.g. methods).
     """
+    if name not in _REGISTRY and re.fullmatch(r"prunekit(\.[A-Za-z_][A-Za-z0-9_]*)+", name):
+        # prunekit's own layer types (e.g. gated BN) register when their module is imported
+        importlib.import_module(name.rpartition(".")[0])
     if name not in _REGISTRY:
         raise SpecError(f"unknown module type {name!r}: not registered with prunekit.io.register_module_spec")
     cls = _resolve(name)
