@@ -55,3 +55,13 @@ def test_mobilenet_like_depthwise_group():
     assert {gm.name for gm in expand.members} >= {"1.0", "1.1", "2.0", "2.1", "3"}
     apply_widths(g, {"1.0": 5})
     assert net[2][0].groups == 5 and net[2][0].weight.shape == (5, 1, 3, 3)
+
+
+def test_round_to_counts_layer_channels():
+    # conv groups of 4 channels: a group channel is 4 layer channels, so round_to=8 means an even group width
+    net = nn.Sequential(cbr(3, 32, 1), cbr(32, 32, 3, groups=8), nn.Conv2d(32, 4, 1)).eval()
+    g = DependencyGraph(net, X)
+    grp = g["0.0"]
+    assert grp.size == 8 and grp.unit == 4 and grp.round_to(8) == 2 and grp.round_to(3) == 3
+    apply_widths(g, {"0.0": 3}, round_to=8)
+    assert net[1][0].groups == 4 and net[1][0].out_channels == 16

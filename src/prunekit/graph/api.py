@@ -61,7 +61,9 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
 
     ``widths``: {group name: width}, partial allowed. A width equal to the group's size leaves it untouched (also
     for unprunable groups); any other width on an unprunable or protected group raises ConfigError naming it.
-    Widths pass through ``resolve_width`` (``min_channels``, ``round_to``, pinned channels). ``scores``:
+    Widths pass through ``resolve_width`` (``min_channels``, ``round_to``, pinned channels); ``round_to`` counts
+    layer channels (``ChannelGroup.round_to``: a group channel that is a whole 8-channel conv group already
+    is a multiple of 8). ``scores``:
     {group name: Tensor[size]} (higher = keep); groups without scores are scored by ``importance``. Pinned
     channels are always kept. The model is modified in place; ``optimizer`` state follows the kept channels.
     """
@@ -86,7 +88,8 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
             raise ConfigError(f"group {name!r} is not prunable ({g.reason}); only width {g.size} is allowed")
         if name in prot:
             raise ConfigError(f"group {name!r} is protected; only width {g.size} is allowed")
-        w = resolve_width(g.size, width, min_channels=min_channels, round_to=round_to, min_width=g.min_width)
+        w = resolve_width(g.size, width, min_channels=min_channels, round_to=g.round_to(round_to),
+                          min_width=g.min_width)
         if w == g.size:
             continue
         s = scores.get(name) if scores is not None else None

@@ -125,9 +125,14 @@ class DependencyGraph:
                 ch = gm.channels.unique()
                 if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
                     cover.append(ch)
+        producers = [gm for gm in members if gm.member.producer]
+        unit = 1
+        if producers:
+            ch = producers[0].channels
+            unit = max(1, len(ch) // max(1, int(ch.unique().numel())))
         return ChannelGroup(name=core.group_names[g], size=size, prunable=free >= 1 and size >= 2, members=members,
                             pinned=pinned, reason=reason, exact=not bool(core.class_inexact[classes].any()),
-                            cover=cover, uniform=uniform)
+                            cover=cover, uniform=uniform, unit=unit)
 
     @property
     def warnings(self) -> list[str]:

@@ -10,6 +10,7 @@ conv one group channel is a whole conv group).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -96,6 +97,7 @@ class ChannelGroup:
     ``reason`` says why). ``pinned``: channel indices that are never removed (e.g. the slots an option-A
     zero-padding shortcut adds); every width must keep them. ``exact``: False when a normalisation computes
     statistics across these channels (LayerNorm over channels), so removing even a zero channel changes outputs.
+    ``unit``: layer channels per group channel in the first producer (1, or e.g. the width of a conv group).
     ``uniform``: every member holds each prunable channel equally often (or not at all), so ``macs(widths)`` and
     ``params(widths)`` are exact for any choice of kept channels; otherwise they are the expected value under a
     uniform choice (e.g. a residual add over a concatenation of two producers, each holding half the channels).
@@ -110,6 +112,13 @@ class ChannelGroup:
     exact: bool = True
     cover: list[torch.Tensor] = field(default_factory=list, repr=False)
     uniform: bool = True
+    unit: int = 1
+
+    def round_to(self, multiple: int) -> int:
+        """The multiple that group *widths* must have so that the producing layers' channel counts are
+        multiples of ``multiple``: a group channel may span ``unit`` layer channels (a whole conv group of a
+        grouped conv), so ``round_to=8`` on a group of 8-channel conv groups needs no rounding at all."""
+        return multiple // math.gcd(multiple, self.unit)
 
     @property
     def min_width(self) -> int:
