@@ -107,6 +107,13 @@ def test_tuple_inputs_and_multiple_outputs():
     assert g["a"].prunable and not g["c"].prunable
 
 
+def test_summary_and_repr():
+    g = DependencyGraph(build("residual"), _x())
+    text = g.summary()
+    assert "stem.0" in text and "fixed: model output" in text and "coverage" in text
+    assert "5 groups, 4 prunable" in repr(g)
+
+
 def test_widths_and_iteration():
     g = DependencyGraph(build("residual"), _x())
     assert g.widths() == {gr.name: gr.size for gr in g}

@@ -134,6 +134,22 @@ class DependencyGraph:
                             pinned=pinned, reason=reason, exact=not bool(core.class_inexact[classes].any()),
                             cover=cover, uniform=uniform, unit=unit)
 
+    def __repr__(self) -> str:
+        return (f"DependencyGraph({type(self.model).__name__}: {len(self.groups)} groups, "
+                f"{len(self.prunable_groups)} prunable, {self.macs() / 1e6:.1f}M MACs)")
+
+    def summary(self) -> str:
+        """One line per group: name, size, state (prunable / pinned channels / why not), layers."""
+        lines = [f"{'group':40s} {'size':>5s}  {'state':30s} members"]
+        for g in self.groups:
+            state = ("prunable" + (f", {g.pinned.numel()} pinned" if g.pinned.numel() else "")
+                     if g.prunable else f"fixed: {g.reason}")
+            names = sorted({gm.name for gm in g.members})
+            shown = ", ".join(names[:4]) + (f" (+{len(names) - 4})" if len(names) > 4 else "")
+            lines.append(f"{g.name:40s} {g.size:5d}  {state[:30]:30s} {shown}")
+        lines.append(str(self.coverage()).splitlines()[0])
+        return "\n".join(lines)
+
     @property
     def warnings(self) -> list[str]:
         """Messages about ops without a channel rule (also issued with ``warnings.warn`` at build time)."""
