@@ -84,26 +84,6 @@ def _example_size(meta: dict[str, Any], name: str, text: str | None) -> tuple[in
 
 
 # ----------------------------------------------------------------------------- paper methods
-def _method_setup(recipe: dict[str, Any], *, model, checkpoint, data, data_dir, batch_size, val_split, device,
-                  train_subset):
-    """Loaders and the starting model of a method run (from a checkpoint or the zoo, sized for the data)."""
-    from prunekit.data import build_data
-    from prunekit.train import seed_everything
-
-    data = data or recipe.get("data", "digits")
-    dev = resolve_device(device)
-    loaders = build_data(data, data_dir=data_dir or recipe.get("data_dir"),
-                         batch_size=batch_size or recipe.get("batch_size", 128),
-                         val_split=val_split if val_split is not None else recipe.get("val_split", 0.1),
-                         device=dev, seed=recipe.get("seed", 0),
-                         train_subset=train_subset or recipe.get("train_subset"), **recipe.get("data_args", {}))
-    seed_everything(recipe.get("seed", 0))
-    in_ch = loaders.spec.in_channels
-    net, meta = _source_model(model or recipe.get("model"), checkpoint, loaders.spec.num_classes, in_ch)
-    name = meta.get("model", {}).get("name") or model or recipe.get("model")
-    return net, loaders, dev, name, data
-
-
 def _phase_config(recipe: dict[str, Any], key: str, epochs: int | None, lr: float | None, progress: bool):
     from prunekit.train import TrainConfig
 
@@ -166,9 +146,13 @@ def prune_slimming(
     from prunekit.methods import NetworkSlimming, SlimmingConfig
 
     rc = load_recipe(recipe)
-    net, loaders, dev, name, data = _method_setup(rc, model=model, checkpoint=checkpoint, data=data,
-                                                  data_dir=data_dir, batch_size=batch_size, val_split=val_split,
-                                                  device=device, train_subset=train_subset)
+    from prunekit.methods.setup import prepare_run
+
+    dev = resolve_device(device)
+    net, loaders, name = prepare_run(rc, model=model, checkpoint=checkpoint, data=data, data_dir=data_dir,
+                                     batch_size=batch_size, val_split=val_split, train_subset=train_subset,
+                                     device=dev)
+    data = loaders.spec.name
     opts = dict(rc.get("slimming", {}))
     given = dict(sparsity=sparsity, passes=passes, min_channels=min_channels, max_layer_ratio=max_layer_ratio,
                  round_to=round_to)

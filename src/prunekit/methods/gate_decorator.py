@@ -724,29 +724,14 @@ def run_recipe(recipe: Mapping[str, Any] | str | Path, output_dir: str | Path, *
     """
     import yaml
 
-    from prunekit.data import build_data
-    from prunekit.models import create
-    from prunekit.train import seed_everything
-    from prunekit.train.job import load_trained_model
+    from prunekit.methods.setup import prepare_run
 
     if not isinstance(recipe, Mapping):
         recipe = yaml.safe_load(Path(recipe).read_text()) or {}
     if recipe.get("method", "gate_decorator") != "gate_decorator":
         raise ConfigError(f"recipe is for method {recipe.get('method')!r}, not gate_decorator")
     config = config_from_recipe(recipe, **overrides)
-    seed = int(recipe.get("seed", 0))
-    loaders = build_data(recipe.get("data", "digits"), data_dir=data_dir or recipe.get("data_dir"),
-                         batch_size=recipe.get("batch_size", 128), val_split=recipe.get("val_split", 0.1),
-                         device=device, seed=seed, train_subset=train_subset or recipe.get("train_subset"),
-                         **recipe.get("data_args", {}))
-    seed_everything(seed)
-    if checkpoint is not None:
-        model, _ = load_trained_model(checkpoint)
-    else:
-        name = recipe.get("model")
-        if not name:
-            raise ConfigError("the recipe names no model (model:) and no checkpoint was given")
-        kwargs = {} if name.startswith(("tv:", "timm:")) else {"in_channels": loaders.spec.in_channels}
-        model = create(name, num_classes=loaders.spec.num_classes, **kwargs)
+    model, loaders, _ = prepare_run(recipe, checkpoint=checkpoint, data_dir=data_dir, device=device,
+                                    train_subset=train_subset)
     result = GateDecorator(config).run(model, loaders, output_dir, device=device, log=log, latency=latency)
     return result, loaders
