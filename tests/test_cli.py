@@ -58,12 +58,13 @@ def test_recipe_with_override(tmp_path):
 
 def test_profile_prints_and_writes_json(tmp_path):
     r = run_cli("profile", "--model", "resnet20", "--batch", "1", "--batch", "4", "--repeats", "3",
-                "--json", str(tmp_path / "p.json"))
+                "--json", str(tmp_path / "p.json"), "--groups")
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "p.json").read_text())
     assert rec["params"] > 0.2e6 and 35e6 < rec["macs"] < 45e6
     assert set(rec["latency_ms"]) == {"bs1", "bs4"} and rec["latency_ms"]["bs1"] > 0
     assert "MACs" in r.stdout
+    assert "conv output channels prunable (100.0%)" in r.stdout and rec["coverage"]["ratio"] == 1.0
 
 
 @pytest.mark.parametrize("args, needle", [

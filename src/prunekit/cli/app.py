@@ -152,8 +152,10 @@ def profile_cmd(
     repeats: int = typer.Option(30),
     cuda_graph: bool = typer.Option(False, help="Time CUDA under a captured graph (small nets)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON."),
+    groups: bool = typer.Option(False, "--groups", help="Also list the channel groups and the coverage: the "
+                                                        "share of conv output channels that can be pruned."),
 ):
-    """Params, MACs (per image), latency and peak memory of a model."""
+    """Params, MACs (per image), latency and peak memory of a model; `--groups`: its channel groups."""
     import torch
 
     from prunekit.cost import count, measure_latency, peak_memory
@@ -179,8 +181,25 @@ def profile_cmd(
         record["latency_ms"][f"bs{b}"] = lat.median_ms
         record["peak_memory_bytes"][f"bs{b}"] = mem
     console.print(results_table(f"profile · {model}", rows))
+    if groups:
+        record["coverage"] = _print_groups(net.cpu(), torch.randn(1, *size))
     if json_out:
         json_out.write_text(json.dumps(record, indent=2))
+
+
+def _print_groups(net, x) -> dict[str, Any]:
+    """Table of ChannelGroups (name, channels, members, BNs, prunable / why not) and the coverage line."""
+    from prunekit.graph import DependencyGraph
+
+    graph = DependencyGraph(net, x)
+    t = Table("group", "channels", "members", "BNs", "prunable")
+    for g in graph.groups:
+        t.add_row(g.name, str(g.size), str(len(g.members)), str(len(g.bn_layers)),
+                  "yes" if g.prunable else f"no: {g.reason}")
+    console.print(t)
+    cov = graph.coverage()
+    console.print(str(cov))
+    return {"ratio": cov.ratio, "prunable": cov.prunable, "total": cov.total, "unprunable": cov.unprunable}
 
 
 # ---------------------------------------------------------------------------- quickstart
