@@ -191,6 +191,49 @@ def try_lib(lib: str, name: str, x: torch.Tensor) -> dict:
     return res
 
 
+MEM_LIMIT_MB = 8000   # per run; the machine has 24 GiB shared with other jobs
+TIMEOUT_S = 1200
+
+
+def _rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def try_lib_isolated(lib: str, name: str, size: int) -> dict:
+    """``try_lib`` in a child process, killed above MEM_LIMIT_MB of memory or after TIMEOUT_S (a library that
+    exhausts memory on one model must not take the sweep down)."""
+    import json
+    import subprocess
+    cmd = [sys.executable, str(Path(__file__).resolve()), "_one", lib, name, str(size)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    t0, peak, killed = time.perf_counter(), 0.0, None
+    while proc.poll() is None:
+        peak = max(peak, _rss_mb(proc.pid))
+        if peak > MEM_LIMIT_MB:
+            killed = f"killed: memory above {MEM_LIMIT_MB / 1000:.0f} GB"
+        elif time.perf_counter() - t0 > TIMEOUT_S:
+            killed = f"killed: slower than {TIMEOUT_S} s"
+        if killed:
+            proc.kill()
+            break
+        time.sleep(0.2)
+    out = proc.communicate()[0]
+    if killed:
+        return {"ok": False, "error": killed, "seconds": round(time.perf_counter() - t0, 1), "peak_rss_mb": round(peak)}
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        return {"ok": False, "error": f"child process exited with code {proc.returncode}", "peak_rss_mb": round(peak)}
+    res = json.loads(lines[-1])
+    res["peak_rss_mb"] = round(peak)
+    return res
+
+
 def run_support(models: list[str] | None, out: Path, reuse: Path | None = None,
                 reuse_libs: tuple[str, ...] = ("torch_pruning",)) -> dict:
     """``reuse``: a previous result file whose ``reuse_libs`` entries are copied instead of re-measured (Torch-
@@ -204,7 +247,8 @@ def run_support(models: list[str] | None, out: Path, reuse: Path | None = None,
     extra = fields.pop("versions_extra")
     rec = envelope("tv-model-support", method="prunekit vs torch_pruning:GroupMagnitudeImportance", **fields,
                    task="build graph -> prune 30% of every prunable group (L1) -> eval forward; ok = runs and "
-                        "output shape (1, 1000); torchvision default (random) weights",
+                        "output shape (1, 1000); torchvision default (random) weights; each run in its own process, "
+                        f"killed above {MEM_LIMIT_MB} MB or {TIMEOUT_S} s",
                    models={}, skipped={})
     rec["versions"].update(extra)
     if old:
@@ -214,14 +258,13 @@ def run_support(models: list[str] | None, out: Path, reuse: Path | None = None,
             rec["skipped"][name] = f"too large for this CPU run ({SKIP[name]})"
             continue
         s = INPUT.get(name, 64)
-        x = torch.randn(1, 3, s, s)
         entry = {"input": s}
         for lib in LIBS:
             prev = (old or {}).get("models", {}).get(name, {}).get(lib)
             if lib in reuse_libs and prev is not None and (old["models"][name].get("input") == s):
                 entry[lib] = prev
             else:
-                entry[lib] = try_lib(lib, name, x)
+                entry[lib] = try_lib_isolated(lib, name, s)
         rec["models"][name] = entry
         pk, tpr = entry["prunekit"], entry["torch_pruning"]
         print(f"{name:24s} prunekit {'ok' if pk['ok'] else 'FAIL'} cov {pk.get('coverage', '-')} "
@@ -244,6 +287,13 @@ def summarize(rec: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None and len(sys.argv) > 1 and sys.argv[1] == "_one":  # child of try_lib_isolated
+        import json
+        lib, name, size = sys.argv[2], sys.argv[3], int(sys.argv[4])
+        warnings.simplefilter("ignore")
+        torch.manual_seed(0)
+        print(json.dumps(try_lib(lib, name, torch.randn(1, 3, size, size))), flush=True)
+        return
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["speed", "support", "all"], nargs="?", default="all")
     p.add_argument("--rounds", type=int, default=5)
