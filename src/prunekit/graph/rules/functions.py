@@ -15,9 +15,9 @@ import torch.nn.functional as F
 
 from prunekit.graph.builder import Builder
 from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, NAMED_FUNCTION_RULES, SIZE_AWARE, Call,
-                                          Labels, SizeRef,
-                                          broadcast, function_rule, is_tensor, method_rule, norm_dim, passthrough,
-                                          reshape_labels, shift_labels, size_constraint, unknown_rule, where_of)
+                                          Labels, SizeRef, broadcast, function_rule, is_tensor, method_rule,
+                                          norm_dim, passthrough, reshape_labels, shift_labels, size_constraint,
+                                          unknown_rule, where_of)
 
 # ---------------------------------------------------------------------------------------------------------------
 # elementwise
@@ -27,7 +27,7 @@ def _register_names(names: list[str], rule, namespaces=(torch, F, torch.Tensor))
     for name in names:
         for ns in namespaces:
             fn = getattr(ns, name, None)
-            if fn is not None and ns is not torch.Tensor:
+            if callable(fn) and ns is not torch.Tensor:  # (torch.float etc. are dtypes, not functions)
                 FUNCTION_RULES[fn] = rule
         METHOD_RULES[name] = rule
 
@@ -701,7 +701,7 @@ def _tie_params(b: Builder, call: Call, ids, params: list[tuple[int, str]]) -> N
 
 @function_rule(F.batch_norm, F.instance_norm)
 def f_batch_norm(b: Builder, call: Call):
-    x, lab = call.arg(0, "input"), call.lab(0, "input")
+    lab = call.lab(0, "input")
     ids = lab.get(1) if lab else None
     _tie_params(b, call, ids, [(1, "running_mean"), (2, "running_var"), (3, "weight"), (4, "bias")])
     return lab
@@ -709,7 +709,7 @@ def f_batch_norm(b: Builder, call: Call):
 
 @function_rule(F.prelu)
 def f_prelu(b: Builder, call: Call):
-    x, lab = call.arg(0, "input"), call.lab(0, "input")
+    lab = call.lab(0, "input")
     w = call.arg(1, "weight")
     if w.numel() == 1:
         return lab
@@ -801,7 +801,7 @@ def _size_arith(b: Builder, call: Call):
 
 
 def _numel(b: Builder, call: Call):
-    x, lab = call.args[0], call.largs[0]
+    lab = call.largs[0]
     if not lab:
         return SizeRef(None)
     if len(lab) > 1:
