@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch.fx
 import torch.nn as nn
 
+from prunekit.cost.count import eval_mode  # noqa: F401  (re-exported for io's modules)
 from prunekit.errors import PrunekitError
 from prunekit.io import specs
 
@@ -25,18 +24,6 @@ class LeafTracer(torch.fx.Tracer):
 
     def is_leaf_module(self, m: nn.Module, module_qualified_name: str) -> bool:
         return specs.is_registered(m) or super().is_leaf_module(m, module_qualified_name)
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode for the block, restoring each one's own flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, flag in flags:
-            m.training = flag
 
 
 def trace(model: nn.Module) -> torch.fx.GraphModule:

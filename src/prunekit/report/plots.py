@@ -20,6 +20,17 @@ def _plt():
     return plt
 
 
+def _finish(plt, fig, ax, path: str | Path) -> Path:
+    """Legend, tight layout, write ``path`` (parents created) at 120 dpi, close the figure."""
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_widths(before: Mapping[str, int], after: Mapping[str, int], path: str | Path, *,
                 title: str = "channels per layer") -> Path:
     """Grouped bar chart: channels of every group before (grey) and after (blue), in graph order."""
@@ -33,13 +44,7 @@ def plot_widths(before: Mapping[str, int], after: Mapping[str, int], path: str |
     ax.set_xticklabels(names, rotation=90, fontsize=6)
     ax.set_ylabel("channels")
     ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def plot_histograms(series: Mapping[str, Sequence[float]], path: str | Path, *, title: str, xlabel: str,
@@ -57,13 +62,7 @@ def plot_histograms(series: Mapping[str, Sequence[float]], path: str | Path, *, 
     ax.set_xlabel(xlabel)
     ax.set_ylabel("channels")
     ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
 
 
 def plot_trajectory(x: Sequence[float], ys: Mapping[str, Sequence[float]], path: str | Path, *, title: str,
@@ -77,10 +76,4 @@ def plot_trajectory(x: Sequence[float], ys: Mapping[str, Sequence[float]], path:
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _finish(plt, fig, ax, path)
