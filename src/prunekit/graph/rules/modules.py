@@ -9,7 +9,8 @@ import torch.nn as nn
 
 from prunekit.graph.builder import Builder
 from prunekit.graph.rules.registry import (Call, Labels, module_rule, passthrough, reshape_labels)
-from prunekit.graph.rules.functions import pad_labels, spatial_labels, softmax_labels
+from prunekit.graph.rules.reductions import softmax_labels
+from prunekit.graph.rules.spatial import pad_labels, spatial_labels
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _CONV_T = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)

@@ -1,0 +1,126 @@
+"""Concatenation, stacking and splitting: cat/stack, chunk/split/unbind."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from prunekit.graph.builder import Builder
+from prunekit.graph.rules.registry import Call, Labels, function_rule, is_tensor, method_rule, norm_dim, shift_labels
+
+
+def _tie_aligned(b: Builder, call: Call, items: list[tuple], dims_of: list[list[int]], out_dims: list[int]) -> Labels:
+    """Tie the equal-size dims ``dims_of[t][k]`` of every tensor ``t`` (output dim ``out_dims[k]``)."""
+    out: Labels = {}
+    for k, od in enumerate(out_dims):
+        labelled, fixed = [], False
+        for (v, lab), dims in zip(items, dims_of):
+            d = dims[k]
+            ids = lab.get(d) if lab else None
+            if ids is None:
+                fixed = fixed or v.shape[d] > 1
+            else:
+                labelled.append(ids)
+        if not labelled:
+            continue
+        if fixed:
+            for ids in labelled:
+                b.pin(ids, f"joined with a fixed-size tensor by {call.op_name()} in '{call.where}'")
+            continue
+        for other in labelled[1:]:
+            b.tie(labelled[0], other)
+        out[od] = labelled[0]
+    return out
+
+
+@function_rule(torch.cat, getattr(torch, "concat", None), getattr(torch, "concatenate", None))
+def cat(b: Builder, call: Call):
+    """Concatenation along a channel dim: the output's channels are the inputs' channels at their offsets (a
+    consumer's input positions map back into several groups). Fixed-size inputs contribute pinned slots."""
+    tensors = list(call.arg(0, "tensors"))
+    labs = list(call.lab(0, "tensors") or [None] * len(tensors))
+    if not any(labs):
+        return None
+    dim = call.arg(1, "dim", call.kwargs.get("axis", 0)) or 0
+    nd = call.out.ndim
+    cd = norm_dim(dim, nd)
+    items = [(t, l) for t, l in zip(tensors, labs) if is_tensor(t) and t.ndim == nd]
+    other = [d for d in range(nd) if d != cd]
+    out = _tie_aligned(b, call, items, [other] * len(items), other)
+    parts = [l.get(cd) if l else None for _, l in items]
+    if any(p is not None for p in parts):
+        reason = f"concatenated with a fixed-size tensor in '{call.where}'"
+        for i, (t, _) in enumerate(items):
+            if parts[i] is None:
+                parts[i] = b.new_ids(t.shape[cd], call.where)
+                b.pin(parts[i], reason)
+        out[cd] = np.concatenate(parts)
+    return out or None
+
+
+@function_rule(torch.stack)
+def stack(b: Builder, call: Call):
+    tensors = list(call.arg(0, "tensors"))
+    labs = list(call.lab(0, "tensors") or [None] * len(tensors))
+    if not any(labs):
+        return None
+    sd = norm_dim(call.arg(1, "dim", 0) or 0, call.out.ndim)
+    nd = tensors[0].ndim
+    dims = list(range(nd))
+    return _tie_aligned(b, call, list(zip(tensors, labs)), [dims] * len(tensors),
+                        [d if d < sd else d + 1 for d in dims]) or None
+
+
+@function_rule(torch.chunk)
+@method_rule("chunk")
+def chunk(b: Builder, call: Call):
+    """``chunk(n, dim)`` on a channel dim: position ``k`` of every chunk forms one channel, so each chunk keeps the
+    same width and ``chunk`` still splits evenly after pruning."""
+    x, lab = call.arg(0, "input"), call.lab(0, "input")
+    outs = call.out
+    if not lab:
+        return None
+    d = norm_dim(call.arg(2, "dim", 0) or 0, x.ndim)
+    rest = {k: v for k, v in lab.items() if k != d}
+    if d not in lab:
+        return tuple(dict(rest) or None for _ in outs)
+    sizes = [o.shape[d] for o in outs]
+    ids = lab[d]
+    if len(set(sizes)) > 1:
+        b.pin(ids, f"uneven chunk of a channel dim in '{call.where}'")
+        return tuple(dict(rest) or None for _ in outs)
+    arr = ids.reshape(len(outs), -1)
+    if len(outs) > 1:
+        b.tie(np.tile(arr[0], len(outs) - 1), arr[1:].reshape(-1))
+    return tuple({**rest, d: np.ascontiguousarray(arr[i])} for i in range(len(outs)))
+
+
+@function_rule(torch.split, getattr(torch, "tensor_split", None))
+@method_rule("split", "split_with_sizes", "tensor_split")
+def split(b: Builder, call: Call):
+    """``split`` takes literal sizes: a split channel dim is pinned (unless it is not split at all)."""
+    x, lab = call.arg(0, "input", call.kwargs.get("tensor")), call.lab(0, "input") or call.lkwargs.get("tensor")
+    outs = call.out
+    if not lab:
+        return None
+    d = norm_dim(call.arg(2, "dim", 0) or 0, x.ndim)
+    rest = {k: v for k, v in lab.items() if k != d}
+    if d in lab:
+        if len(outs) == 1:
+            return (lab,)
+        b.pin(lab[d], f"split of a channel dim into literal sizes in '{call.where}'")
+    return tuple(dict(rest) or None for _ in outs)
+
+
+@function_rule(torch.unbind)
+@method_rule("unbind")
+def unbind(b: Builder, call: Call):
+    x, lab = call.arg(0, "input"), call.lab(0, "input")
+    if not lab:
+        return None
+    d = norm_dim(call.arg(1, "dim", 0) or 0, x.ndim)
+    if d in lab:
+        b.pin(lab[d], f"unbind of a channel dim in '{call.where}'")
+    keep = [k for k in range(x.ndim) if k != d]
+    out = shift_labels(lab, {k: i for i, k in enumerate(keep)})
+    return tuple(out for _ in call.out)
