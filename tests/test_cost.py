@@ -98,8 +98,9 @@ def test_measure_latency_cpu_pins_and_restores_threads() -> None:
     threads = torch.get_num_threads()
     seen: list[int] = []
     net.register_forward_hook(lambda *_: seen.append(torch.get_num_threads()))
-    r = measure_latency(net, torch.randn(4, 3, 16, 16), warmup=2, repeats=7, threads=1)
+    r = measure_latency(net, torch.randn(4, 3, 16, 16), warmup=2, repeats=7, threads=1, retries=0)
     assert isinstance(r, LatencyResult)
+    assert r.clock == "wall" and r.attempts == 1 and r.start_s < r.end_s and r.cpus >= 1
     assert 0 < r.p10_ms <= r.median_ms <= r.p90_ms < 1000
     assert (r.batch_size, r.device, r.threads, r.repeats, r.method) == (4, "cpu", 1, 7, "cpu eager 1 thread")
     assert set(seen) == {1}

@@ -4,6 +4,8 @@ A NetAdapt-style per-layer latency look-up table will live here too (``cost/lut.
 """
 
 from prunekit.cost.count import Cost, count, format_count
-from prunekit.cost.latency import LatencyResult, measure_latency, peak_memory
+from prunekit.cost.latency import (LatencyResult, NoisyLatencyWarning, compare_latency, measure_latency, peak_memory,
+                                   speedup, why_not_comparable)
 
-__all__ = ["Cost", "count", "format_count", "LatencyResult", "measure_latency", "peak_memory"]
+__all__ = ["Cost", "count", "format_count", "LatencyResult", "measure_latency", "peak_memory", "compare_latency",
+           "speedup", "why_not_comparable", "NoisyLatencyWarning"]
