@@ -4,12 +4,20 @@ Hooks, in the order the Trainer calls them::
 
     on_fit_start(trainer)                 freeze parameters, convert layers (before the optimizer is built)
     on_epoch_start(trainer, epoch)
-      extra_loss(trainer) -> Tensor|None  loss terms with autograd (group lasso, L1 on gates)
+      on_step_start(trainer, batch)       before the forward pass: per-step model changes (MetaPruning samples
+                                          an architecture here, from ``trainer.step_generator()``); may
+                                          replace ``trainer.batch``
+      extra_loss(trainer) -> Tensor|None  loss terms with autograd (group lasso, L1 on gates); may read
+                                          ``trainer.batch`` and ``trainer.outputs`` (this step's model output)
       on_after_backward(trainer)          gradient edits (Network Slimming's L1 subgradient on BN gamma)
       on_step_end(trainer)                per-step actions (accumulating Taylor scores)
     on_epoch_end(trainer, epoch, metrics) per-epoch actions (condensation stages, pruning); call
                                           ``trainer.rebuild_optimizer()`` after changing the model
     on_fit_end(trainer)
+
+During a step ``trainer.batch`` is its ``(x, y)`` (on the device) and ``trainer.global_step`` its 0-based index;
+``trainer.outputs`` is set after the forward pass, ``trainer.loss`` after the optimizer step; all three stay
+readable in ``on_step_end`` and are cleared after it.
 
 A callback with state that must survive a resume implements ``state_dict``/``load_state_dict``.
 """
@@ -30,6 +38,7 @@ class Callback:
 
     def on_fit_start(self, trainer: "Trainer") -> None: ...
     def on_epoch_start(self, trainer: "Trainer", epoch: int) -> None: ...
+    def on_step_start(self, trainer: "Trainer", batch: tuple[Any, Any]) -> None: ...
     def extra_loss(self, trainer: "Trainer") -> torch.Tensor | None: return None
     def on_after_backward(self, trainer: "Trainer") -> None: ...
     def on_step_end(self, trainer: "Trainer") -> None: ...
@@ -126,6 +135,10 @@ class CallbackList(Callback):
     def on_epoch_start(self, trainer, epoch):
         for c in self.callbacks:
             c.on_epoch_start(trainer, epoch)
+
+    def on_step_start(self, trainer, batch):
+        for c in self.callbacks:
+            c.on_step_start(trainer, batch)
 
     def extra_loss(self, trainer):
         terms = [t for t in (c.extra_loss(trainer) for c in self.callbacks) if t is not None]

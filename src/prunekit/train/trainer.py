@@ -1,20 +1,26 @@
 """The Trainer: one training loop shared by every method (methods plug in through callbacks).
 
-It owns: SGD with momentum/nesterov and weight decay, per-step lr schedules with warm-up, label smoothing,
-AMP (bf16 autocast on CUDA, fp16 with a grad scaler on request), channels_last, evaluation, an atomic
-checkpoint after every epoch (and on SIGTERM/Ctrl-C, mid-epoch), exact resume, CSV/TensorBoard logs, a
-progress bar, and DDP when launched by torchrun.
+It owns: SGD with momentum/nesterov and weight decay (or any optimizer from ``optimizer_factory``), per-step
+lr schedules with warm-up, cross-entropy with label smoothing (or any ``loss_fn``), AMP (bf16 autocast on CUDA,
+fp16 with a grad scaler on request), channels_last, evaluation, an atomic checkpoint after every epoch (and on
+SIGTERM/Ctrl-C, mid-epoch), exact resume, CSV/TensorBoard logs, a progress bar, DDP when launched by torchrun,
+and per-step random generators that agree on every rank (``Trainer.step_generator``).
+
+The step loop never waits for the device (no ``.item()``/``bool(tensor)`` per step): the finite-loss check runs
+every 50 steps, the progress bar reads the running sums every 10 steps only when it is shown, and DDP ranks agree
+on a stop request every 20 steps.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import signal
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
@@ -31,6 +37,16 @@ from prunekit.train.progress import TrainProgress
 from prunekit.train.schedule import lr_factor
 
 CHECKPOINT_NAME = "last.ckpt"
+NONFINITE_CHECK_EVERY = 50  # steps between the (host-syncing) checks that the loss is finite
+
+OptimizerFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+LossFn = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+def step_seed(seed: int, step: int, stream: int | str = 0) -> int:
+    """A 63-bit seed that depends only on ``(seed, step, stream)`` (the same in every process and run)."""
+    key = f"prunekit.step/{int(seed)}/{int(step)}/{stream!r}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1
 
 
 class TrainingInterrupted(RuntimeError):
@@ -116,7 +132,7 @@ def evaluate(model: nn.Module, loader: Iterable, *, device: torch.device | None 
             hit = top.eq(y[:, None])
             sums += torch.stack([F.cross_entropy(out, y, reduction="sum").double(),
                                  hit[:, :1].sum().double(), hit.sum().double(),
-                                 torch.tensor(float(y.numel()), device=device, dtype=torch.float64)])
+                                 torch.full((), float(y.numel()), device=device, dtype=torch.float64)])
     finally:
         model.train(was_training)
     dist_utils.all_reduce_sum(sums)
@@ -155,11 +171,20 @@ class Trainer:
     Loaders yield ``(x, y)`` batches; loaders with ``set_epoch(e)`` (prunekit's TensorLoader) get a
     deterministic order and augmentation per epoch, which makes resume exact. ``meta`` (JSON-able) is stored
     in each checkpoint, e.g. the model and data spec so ``prunekit eval`` can rebuild the run.
+
+    ``optimizer_factory(params)`` builds the optimizer over the trainable parameters (a list of
+    ``nn.Parameter``; close over the model for named groups) instead of the default SGD from ``config``. The
+    schedule still sets every param group's lr each step to ``config.lr * lr_factor * group.get("lr_scale",
+    1)``. ``loss_fn(outputs, targets)`` replaces the default ``cross_entropy(outputs.float(), targets,
+    label_smoothing=config.label_smoothing)``; it runs under autocast and gets the model's raw output. Train
+    accuracy is counted from ``outputs`` (or its first element when it is a tuple/list) when the targets are
+    class indices.
     """
 
     def __init__(self, model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None, *,
                  config: TrainConfig | None = None, callbacks: Iterable[Callback] = (),
-                 device: str | torch.device | None = None, meta: dict[str, Any] | None = None):
+                 device: str | torch.device | None = None, meta: dict[str, Any] | None = None,
+                 optimizer_factory: OptimizerFactory | None = None, loss_fn: LossFn | None = None):
         self.config = config or TrainConfig()
         self.config.validate()
         self.device = torch.device(device) if device is not None else model_device(model)
@@ -173,6 +198,8 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.meta = dict(meta or {})
         self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizer_factory = optimizer_factory
+        self.loss_fn = loss_fn
         self.scaler = torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
         self.epoch = 0            # epochs completed
         self.step_in_epoch = 0    # batches done in the current epoch
@@ -182,6 +209,8 @@ class Trainer:
         self._epoch_time = 0.0
         self._ddp: nn.Module | None = None
         self.loss: torch.Tensor | None = None  # the last step's loss (callbacks may read it)
+        self.batch: tuple[Any, Any] | None = None  # this step's (x, y) on the device, during the step
+        self.outputs: Any = None  # this step's model output, from the forward pass to on_step_end
 
     # ---------------------------------------------------------------- public
     @property
@@ -198,14 +227,32 @@ class Trainer:
         return self.config.lr * lr_factor(self.config, epoch_float)
 
     def rebuild_optimizer(self) -> None:
-        """(Re)create SGD over the parameters that require grad — call after changing the model's parameters."""
+        """(Re)create the optimizer over the parameters that require grad — call after changing the model's
+        parameters. SGD from the config unless the Trainer was given an ``optimizer_factory``."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ConfigError("no trainable parameters: every parameter has requires_grad=False")
         c = self.config
-        self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
-                                         weight_decay=c.weight_decay)
+        if self.optimizer_factory is None:
+            self.optimizer = torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, nesterov=c.nesterov,
+                                             weight_decay=c.weight_decay)
+        else:
+            opt = self.optimizer_factory(params)
+            if not isinstance(opt, torch.optim.Optimizer):
+                raise ConfigError(f"optimizer_factory returned {type(opt).__name__}, not a torch.optim.Optimizer")
+            self.optimizer = opt
         self._wrap_ddp()
+
+    def step_generator(self, stream: int | str = 0, device: str | torch.device = "cpu") -> torch.Generator:
+        """A fresh ``torch.Generator`` seeded from ``(config.seed, global_step, stream)`` alone.
+
+        Called during a step (``on_step_start``, ``extra_loss``...) it gives the same draws on every DDP rank
+        (the rank is not part of the seed, unlike the global RNG, which ``fit`` seeds with ``seed + rank``)
+        and again after a resume. Its draws do not touch the global RNG. Use distinct ``stream`` values for
+        independent draws within one step; ``device`` is where the generator samples.
+        """
+        return torch.Generator(device=device).manual_seed(
+            step_seed(self.config.seed, self.global_step, stream))
 
     def evaluate(self, loader: Iterable) -> EvalResult:
         return evaluate(self.model, loader, device=self.device, precision=self.precision,
@@ -270,10 +317,14 @@ class Trainer:
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if c.channels_last and x.dim() == 4:
                 x = x.contiguous(memory_format=torch.channels_last)
+            self.batch = (x, y)
+            self.callbacks.on_step_start(self, self.batch)
+            x, y = self.batch  # a callback may replace the batch
             self._step(model, x, y, self.step_in_epoch / n_steps)
             self.step_in_epoch += 1
             self.global_step += 1
             self.callbacks.on_step_end(self)
+            self.batch = self.outputs = None  # release this step's tensors
             if self._should_stop(stop):
                 self._epoch_time += time.perf_counter() - t0
                 self.save_checkpoint()
@@ -295,10 +346,18 @@ class Trainer:
             g["lr"] = lr * g.get("lr_scale", 1.0)
         with _autocast(self.device, self.precision):
             out = model(x)
-            loss = F.cross_entropy(out.float(), y, label_smoothing=c.label_smoothing)
+            self.outputs = out
+            if self.loss_fn is None:
+                loss = F.cross_entropy(out.float(), y, label_smoothing=c.label_smoothing)
+            else:
+                loss = self.loss_fn(out, y)
+                if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+                    got = f"shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+                    raise ConfigError(f"loss_fn(outputs, targets) must return a scalar tensor; got {got}")
             extra = self.callbacks.extra_loss(self)
             total = loss + extra if extra is not None else loss
-        if not torch.isfinite(loss.detach()).all() and self.global_step % 50 == 0:
+        # the check reads the loss on the host (a device sync): only every NONFINITE_CHECK_EVERY steps
+        if self.global_step % NONFINITE_CHECK_EVERY == 0 and not torch.isfinite(loss.detach()).all():
             raise FloatingPointError(f"loss is {loss.item()} at epoch {self.epoch} step {self.step_in_epoch}: "
                                      "lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
@@ -317,9 +376,17 @@ class Trainer:
             self.optimizer.step()
         self.loss = loss.detach()
         with torch.no_grad():
-            self._sums += torch.stack([self.loss.double() * y.numel(),
-                                       out.argmax(1).eq(y).sum().double(),
-                                       torch.tensor(float(y.numel()), dtype=torch.float64, device=self.device)])
+            # no host->device copy here (torch.tensor(..., device=cuda) would wait for the GPU every step)
+            self._sums += torch.stack([self.loss.double() * y.numel(), self._correct(out, y),
+                                       torch.full((), float(y.numel()), dtype=torch.float64, device=self.device)])
+
+    def _correct(self, out: Any, y: torch.Tensor) -> torch.Tensor:
+        """Top-1 hits in this batch (float64, on the device); 0 when the targets are not class indices."""
+        logits = out[0] if isinstance(out, (tuple, list)) else out
+        if (self.loss_fn is None or (isinstance(logits, torch.Tensor) and logits.dim() == 2 and y.dim() == 1
+                                     and not y.is_floating_point() and len(logits) == len(y))):
+            return logits.argmax(1).eq(y).sum().double()
+        return torch.zeros((), dtype=torch.float64, device=self.device)
 
     def _should_stop(self, stop: _StopFlag) -> bool:
         if not self.dist.enabled:
@@ -354,6 +421,7 @@ class Trainer:
             "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+            "optimizer_class": type(self.optimizer).__name__ if self.optimizer else None,
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "schedule": {"global_step": self.global_step, "epoch_float":
                          self.epoch + self.step_in_epoch / max(self.steps_per_epoch, 1)},
@@ -379,6 +447,10 @@ class Trainer:
         except RuntimeError as e:
             raise CheckpointError(f"checkpoint does not fit this model: {str(e).splitlines()[0][:300]} "
                                   "(was it written for another architecture or a pruned variant?)") from None
+        saved_opt = ckpt.get("optimizer_class")
+        if saved_opt is not None and self.optimizer is not None and saved_opt != type(self.optimizer).__name__:
+            raise CheckpointError(f"checkpoint was written with optimizer {saved_opt}; this Trainer builds "
+                                  f"{type(self.optimizer).__name__} (pass the same optimizer_factory to resume)")
         if ckpt.get("optimizer") is not None:
             self.optimizer.load_state_dict(ckpt["optimizer"])
         if self.scaler is not None and ckpt.get("scaler") is not None:
