@@ -18,8 +18,14 @@ import torch.nn as nn
 from rich.console import Console
 
 import prunekit.cost.latency as latency
-from prunekit.cost import (LatencyResult, NoisyLatencyWarning, compare_latency, measure_latency, speedup,
-                           why_not_comparable)
+from prunekit.cost import (
+    LatencyResult,
+    NoisyLatencyWarning,
+    compare_latency,
+    measure_latency,
+    speedup,
+    why_not_comparable,
+)
 from prunekit.errors import ConfigError
 from prunekit.report import ModelSummary, comparison_table, summarize, summarize_pair
 

@@ -259,11 +259,14 @@ class _Round:
     start: dict[str, float]
     end: dict[str, float]
     loadavg: tuple[float, float, float] | None
-    attempt: int
 
     @property
     def samples(self) -> int:
         return min(len(t) for t in self.times.values())
+
+    def result(self, name: str, **info: object) -> LatencyResult:
+        return _summarise(self.times[name], start_s=self.start[name], end_s=self.end[name], loadavg=self.loadavg,
+                          **info)
 
 
 def _max_load(a: tuple[float, float, float] | None,
@@ -303,14 +306,14 @@ def _interleaved(runs: Mapping[str, Callable[[], object]], *, warmup: int, repea
     if cuda is not None:
         torch.cuda.synchronize(cuda)
 
-    cpus = _cpus()
+    common = dict(info, clock=clock, cpus=_cpus())
     chosen: _Round | None = None
     truncated = False
     reps, attempt = repeats, 0
     while True:
         attempt += 1
         load0 = _loadavg()
-        cur = _Round({n: [] for n in runs}, {}, {}, None, attempt)
+        cur = _Round({n: [] for n in runs}, {}, {}, None)
         for i in range(reps):
             if i > 0 and _wall_clock() >= deadline:
                 truncated = True
@@ -323,18 +326,12 @@ def _interleaved(runs: Mapping[str, Callable[[], object]], *, warmup: int, repea
         cur.loadavg = _max_load(load0, _loadavg())
         if chosen is None or cur.samples >= chosen.samples:
             chosen = cur  # a re-measurement cut short by the budget keeps the fuller earlier one
-
-        def result(name: str, notes: tuple[str, ...] = (), noisy: bool = False) -> LatencyResult:
-            return _summarise(chosen.times[name], clock=clock, start_s=chosen.start[name],
-                              end_s=chosen.end[name], loadavg=chosen.loadavg, cpus=cpus, noisy=noisy,
-                              truncated=truncated, attempts=attempt, notes=notes, **info)
-
-        findings = {n: _noise(result(n), max_spread, max_load) for n in runs}
+        findings = {n: _noise(chosen.result(n, truncated=truncated, **common), max_spread, max_load) for n in runs}
         if truncated or attempt > retries or not any(findings.values()):
             break
         if _wall_clock() >= deadline:  # a re-measurement is wanted but the budget is spent
             truncated = True
-            findings = {n: _noise(result(n), max_spread, max_load) for n in runs}
+            findings = {n: _noise(chosen.result(n, truncated=True, **common), max_spread, max_load) for n in runs}
             break
         reps *= 2
 
@@ -344,7 +341,8 @@ def _interleaved(runs: Mapping[str, Callable[[], object]], *, warmup: int, repea
     complaints = []
     for name in runs:
         notes = tuple(findings[name]) + ((budget_note,) if budget_note else ())
-        results[name] = result(name, notes, noisy=bool(findings[name]))
+        results[name] = chosen.result(name, truncated=truncated, notes=notes, noisy=bool(findings[name]),
+                                      attempts=attempt, **common)
         if notes:
             complaints.append(f"{name!r}: " + "; ".join(notes))
     message = None
