@@ -54,7 +54,7 @@ from prunekit.methods.pipeline import Pipeline
 from prunekit.methods.result import PruneResult
 from prunekit.report import summarize
 from prunekit.train import TrainConfig, Trainer, TrainingInterrupted, evaluate, load_checkpoint, seed_everything
-from prunekit.train.job import model_from_checkpoint
+from prunekit.app.training import model_from_checkpoint
 
 
 # ----------------------------------------------------------------------------- bookkeeping

@@ -31,7 +31,7 @@ from prunekit.methods import NetworkSlimming, SlimmingConfig
 from prunekit.models import create
 from prunekit.report import summarize, write_record
 from prunekit.train import Callback, TrainConfig, TrainingInterrupted, Trainer, evaluate, seed_everything
-from prunekit.train.job import load_trained_model
+from prunekit.app.training import load_trained_model
 
 
 def _phase(d: dict, smoke: bool) -> TrainConfig:

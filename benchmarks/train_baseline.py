@@ -24,7 +24,7 @@ import yaml
 from prunekit.cost import count, measure_latency
 from prunekit.report import envelope, write_record
 from prunekit.train import TrainingInterrupted
-from prunekit.train.job import TrainJob, run_training
+from prunekit.app.training import TrainJob, run_training
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,11 +20,12 @@ __version__ = "0.1.0"
 from prunekit import models  # noqa: E402
 from prunekit.cost import Cost, LatencyResult, count, measure_latency, peak_memory  # noqa: E402
 from prunekit.errors import CheckpointError, ConfigError, DataError, PrunekitError, UnknownModelError  # noqa: E402
-from prunekit.graph import ChannelGroup, DependencyGraph, apply_widths, prune  # noqa: E402
+from prunekit.graph import ChannelGroup, DependencyGraph, PruningPlan  # noqa: E402
+from prunekit.planning import Widths, apply_widths, prune  # noqa: E402
 from prunekit.io import export_onnx, for_inference, load, save  # noqa: E402
 from prunekit.train import Trainer, TrainConfig  # noqa: E402
 
 __all__ = ["__version__", "models", "Cost", "LatencyResult", "count", "measure_latency", "peak_memory",
            "CheckpointError", "ConfigError", "DataError", "PrunekitError", "UnknownModelError",
-           "ChannelGroup", "DependencyGraph", "apply_widths", "prune", "export_onnx", "for_inference", "load",
+           "ChannelGroup", "DependencyGraph", "PruningPlan", "Widths", "apply_widths", "prune", "export_onnx", "for_inference", "load",
            "save", "Trainer", "TrainConfig"]

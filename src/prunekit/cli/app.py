@@ -13,11 +13,12 @@ from rich.table import Table
 from prunekit.cli.common import (console, err_console, input_size_option, load_recipe, parse_kv, resolve_device,
                                  results_table)
 from prunekit.cli.export import export_cmd
-from prunekit.cli.prune import prune_app
+from prunekit.cli.prune import prune_app, register_commands
 from prunekit.errors import ConfigError, PrunekitError
 
 app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
                   help="Structured channel pruning for PyTorch CNNs: train, prune, profile, export.")
+register_commands()
 app.add_typer(prune_app, name="prune")
 app.command("export")(export_cmd)
 
@@ -79,7 +80,7 @@ def train_cmd(
 ):
     """Train a model (torchrun-ready: `torchrun --nproc_per_node N -m prunekit train ...`)."""
     from prunekit.train import distributed
-    from prunekit.train.job import TrainJob, run_training
+    from prunekit.app.training import TrainJob, run_training
 
     rc = load_recipe(recipe)
     train_over = dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
@@ -119,7 +120,7 @@ def eval_cmd(
     """Evaluate a checkpoint on its dataset's test (or validation) split."""
     from prunekit.data import build_data
     from prunekit.train import evaluate, load_checkpoint
-    from prunekit.train.job import model_from_checkpoint
+    from prunekit.app.training import model_from_checkpoint
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r} must be test or val")
@@ -213,7 +214,7 @@ def quickstart_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ):
     """The offline demo: train → slim → fine-tune a small CNN on scikit-learn's real 8x8 digits (CPU, ~1 min)."""
-    from prunekit.quickstart import run_quickstart
+    from prunekit.app.quickstart import run_quickstart
 
     result = run_quickstart(output, epochs=epochs, finetune_epochs=finetune_epochs, ratio=ratio, seed=seed,
                             progress=progress, log=err_console.print)

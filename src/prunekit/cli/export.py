@@ -24,7 +24,7 @@ def export_cmd(
     import torch
 
     from prunekit.io import export_onnx, for_inference, save
-    from prunekit.train.job import load_trained_model
+    from prunekit.app.training import load_trained_model
 
     if format not in ("onnx", "inference"):
         raise ConfigError(f"--format {format!r} must be onnx or inference")

@@ -18,14 +18,13 @@ Per layer: ``Conv``: ``out.numel() / N * (in_channels / groups) * prod(kernel_si
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
 from prunekit.errors import ConfigError
+from prunekit.utils import eval_mode  # noqa: F401  (re-exported)
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -65,18 +64,6 @@ def as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
 def batch_size(example_inputs: Inputs) -> int:
     """The batch size: dimension 0 of the first input tensor."""
     return as_tuple(example_inputs)[0].shape[0]
-
-
-@contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put every submodule in eval mode; restore each one's own ``training`` flag afterwards."""
-    flags = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield model
-    finally:
-        for m, training in flags:
-            m.training = training
 
 
 def _layer_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> int:

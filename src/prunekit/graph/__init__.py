@@ -2,9 +2,10 @@
 
     graph = DependencyGraph(model, example_inputs)     # trace -> ChannelGroups
     graph.groups, graph.macs(widths), graph.params(widths), graph.coverage()
-    graph.prune_groups({name: kept_indices})            # physical, in place
-    apply_widths(graph, {name: width}, importance="l1")
-    prune(model, example_inputs, ratio=0.5)             # all of it in one call
+    plan = graph.plan({name: width}, keep="prefix" | scores | scorer)   # a PruningPlan: pure data
+    graph.apply_plan(plan)                               # physical, in place (plan.materialize(model): a copy)
+    graph.prune_groups({name: kept_indices})            # the same from explicit indices
+    (prunekit.planning.prune / apply_widths resolve importance names such as "l1" on top of this)
 
 How channel flow is computed (modules, top to bottom):
 
@@ -19,11 +20,12 @@ How channel flow is computed (modules, top to bottom):
   surgery (``surgery``: one handler per layer type) that slices every member of the removed classes.
 """
 
-from prunekit.graph.api import apply_widths, prune, resolve_width, select_top
+from prunekit.graph.api import keep_indices, resolve_width, select_top
 from prunekit.graph.dependency import Coverage, DependencyGraph
 from prunekit.graph.group import ChannelGroup, GroupMember, Member
+from prunekit.graph.plan import LayerResize, PruningPlan, TensorSlice
 from prunekit.graph.surgery import LayerSurgery, register_surgery
 from prunekit.graph.trace import GraphError
 
-__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "GroupMember", "LayerSurgery", "Member",
-           "apply_widths", "prune", "register_surgery", "resolve_width", "select_top"]
+__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "GroupMember", "LayerResize", "LayerSurgery",
+           "Member", "PruningPlan", "TensorSlice", "keep_indices", "register_surgery", "resolve_width", "select_top"]

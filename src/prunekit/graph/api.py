@@ -1,17 +1,19 @@
-"""The pruning entry points: ``prune`` (one call on a user's model), ``apply_widths`` and ``resolve_width``."""
+"""Width resolution and channel selection: ``resolve_width``, ``select_top`` and ``keep_indices`` (what
+``DependencyGraph.plan`` keeps). The one-call entry points ``prune``/``apply_widths`` live in ``prunekit.planning``
+(they resolve importance names, which sit above the graph)."""
 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
 import torch
-import torch.nn as nn
 
-from prunekit.errors import ConfigError, check_range
-from prunekit.graph.dependency import DependencyGraph, Inputs
+from prunekit.errors import ConfigError
 from prunekit.graph.group import _hitting_set
-from prunekit.importance import Importance, get_importance
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prunekit.graph.dependency import DependencyGraph, KeepRule
 
 
 def resolve_width(size: int, width: float, *, min_channels: int = 1, round_to: int = 1, min_width: int = 1) -> int:
@@ -48,33 +50,17 @@ def _protected_names(graph: DependencyGraph, protected: Iterable[str] | None) ->
     return names
 
 
-def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], *,
-                 scores: Mapping[str, torch.Tensor] | None = None, importance: str | Importance = "l1",
-                 min_channels: int = 1, round_to: int = 1, protected: Iterable[str] | None = None,
-                 optimizer: torch.optim.Optimizer | None = None,
-                 example_inputs: Inputs | None = None) -> dict[str, torch.Tensor]:
-    """Set each named group to the given width, keeping its highest-scoring channels; returns the kept
-    channel indices per changed group (sorted, in the group's original numbering).
-
-    ``graph``: a DependencyGraph (it then describes the pruned model), or a model together with
-    ``example_inputs`` (a graph is built for it).
-
-    ``widths``: {group name: width}, partial allowed. A width equal to the group's size leaves it untouched (also
-    for unprunable groups); any other width on an unprunable or protected group raises ConfigError naming it.
-    Widths pass through ``resolve_width`` (``min_channels``, ``round_to``, pinned channels); ``round_to`` counts
-    layer channels (``ChannelGroup.round_to``: a group channel that is a whole 8-channel conv group already
-    is a multiple of 8). ``scores``:
-    {group name: Tensor[size]} (higher = keep); groups without scores are scored by ``importance``. Pinned
-    channels are always kept. The model is modified in place; ``optimizer`` state follows the kept channels.
-    """
-    if isinstance(graph, nn.Module):
-        if example_inputs is None:
-            raise ConfigError("apply_widths(model, ...) needs example_inputs= (or pass a DependencyGraph)")
-        graph = DependencyGraph(graph, example_inputs)
+def keep_indices(graph: DependencyGraph, widths: Mapping[str, int], keep: "KeepRule" = "prefix", *,
+                 min_channels: int = 1, round_to: int = 1,
+                 protected: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+    """Kept channel indices (sorted, group numbering) of every group whose width changes; see
+    ``DependencyGraph.plan`` for ``widths``, ``keep`` and the options."""
     _check_options(min_channels, round_to)
     prot = _protected_names(graph, protected)
-    imp = get_importance(importance)
-    keep: dict[str, torch.Tensor] = {}
+    if isinstance(keep, str) and keep != "prefix":
+        raise ConfigError(f"keep={keep!r}: give 'prefix', a mapping of scores, or a scorer; importance names "
+                          "such as 'l1' are resolved by prunekit.planning.plan / apply_widths")
+    out: dict[str, torch.Tensor] = {}
     for name, width in widths.items():
         g = graph.group(name)
         if isinstance(width, bool) or not isinstance(width, (int, float)) or width != int(width):
@@ -92,13 +78,18 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
                           min_width=g.min_width)
         if w == g.size:
             continue
-        s = scores.get(name) if scores is not None else None
-        s = imp(graph, g) if s is None else torch.as_tensor(s, dtype=torch.float32).detach().cpu().reshape(-1)
+        if isinstance(keep, str):
+            s = -torch.arange(g.size, dtype=torch.float32)  # prefix: lower index = better
+        elif isinstance(keep, Mapping):
+            if name not in keep:
+                raise ConfigError(f"no scores for group {name!r} (keep= mapping)")
+            s = torch.as_tensor(keep[name], dtype=torch.float32).detach().cpu().reshape(-1)
+        else:
+            s = torch.as_tensor(keep(graph, g), dtype=torch.float32).detach().cpu().reshape(-1)
         if s.numel() != g.size:
             raise ConfigError(f"scores[{name!r}] has {s.numel()} entries; the group has {g.size} channels")
-        keep[name] = select_top(s, w, g.pinned, g.cover)
-    graph.prune_groups(keep, optimizer=optimizer)
-    return keep
+        out[name] = select_top(s, w, g.pinned, g.cover)
+    return out
 
 
 def select_top(scores: torch.Tensor, width: int, pinned: torch.Tensor | None = None,
@@ -116,35 +107,3 @@ def select_top(scores: torch.Tensor, width: int, pinned: torch.Tensor | None = N
         s[forced] = float("inf")
     order = torch.sort(-s, stable=True).indices
     return order[:max(width, int(forced.numel()))].sort().values
-
-
-def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = None,
-          widths: Mapping[str, int] | None = None, importance: str | Importance = "l1", min_channels: int = 1,
-          round_to: int = 1, protected: Iterable[str] | None = None,
-          optimizer: torch.optim.Optimizer | None = None) -> nn.Module:
-    """Prune ``model`` physically, in place, and return it.
-
-    Exactly one of
-    - ``ratio``: the fraction of channels removed from *every* prunable group (uniform, ``0 <= ratio < 1``): a
-      group of ``size`` channels keeps ``size - floor(ratio * size)`` before ``min_channels``/``round_to``;
-    - ``widths``: {group name: width} (see ``apply_widths``; partial allowed).
-    ``importance``: a registered name (``l1``, ``l2``, ``bn_scale``, ``random``) or an ``Importance``.
-    ``protected``: group names left untouched. ``optimizer``: its state is sliced with the parameters.
-    Group names come from ``DependencyGraph(model, example_inputs).groups``.
-    """
-    if (ratio is None) == (widths is None):
-        raise ConfigError("give exactly one of ratio= (uniform fraction removed per group) or widths= "
-                          "({group name: width})")
-    _check_options(min_channels, round_to)
-    if ratio is not None:
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-            raise ConfigError(f"ratio={ratio!r} must be a number in [0, 1)")
-        check_range("ratio", float(ratio), 0.0, 1.0, high_open=True)
-    graph = DependencyGraph(model, example_inputs)
-    prot = _protected_names(graph, protected)
-    if ratio is not None:
-        widths = {g.name: g.size - math.floor(ratio * g.size + 1e-9)
-                  for g in graph.prunable_groups if g.name not in prot}
-    apply_widths(graph, widths, importance=importance, min_channels=min_channels, round_to=round_to,
-                 protected=prot, optimizer=optimizer)
-    return model

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -14,10 +14,12 @@ from prunekit.errors import ConfigError
 from prunekit.graph.analytic import AnalyticCost
 from prunekit.graph.builder import Core
 from prunekit.graph.group import ChannelGroup, GroupMember
-from prunekit.graph.surgery import slice_tensor, surgery_for
+from prunekit.graph.plan import LayerResize, PruningPlan, TensorSlice
+from prunekit.graph.surgery import surgery_for
 from prunekit.graph.trace import analyse
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
+KeepRule = str | Mapping[str, torch.Tensor] | Callable[["DependencyGraph", ChannelGroup], torch.Tensor]
 
 
 def _as_tuple(example_inputs: Inputs) -> tuple[torch.Tensor, ...]:
@@ -257,14 +259,29 @@ class DependencyGraph:
                 unprunable[g.name] = g.reason or ""
         return Coverage(ok / total if total else 1.0, ok, total, per_layer, unprunable)
 
-    # ---- surgery ---------------------------------------------------------------------------------------------
-    def prune_groups(self, keep: Mapping[str, torch.Tensor | Sequence[int]],
-                     optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Physically keep only channels ``keep[name]`` (group channel indices) of each named group; groups not
-        named keep everything. Indices must include the group's pinned channels and not be empty. Modifies the
-        model in place (and slices ``optimizer``'s state); the graph then describes the pruned model."""
+    # ---- plans and surgery ---------------------------------------------------------------------------------
+    def plan(self, widths: Mapping[str, int], *, keep: KeepRule = "prefix", min_channels: int = 1,
+             round_to: int = 1, protected: Iterable[str] | None = None) -> PruningPlan:
+        """A :class:`PruningPlan` setting each named group to the given width (partial mapping allowed).
+
+        ``keep`` chooses the channels kept: ``"prefix"`` (the first ones: weight-sharing supernets),
+        ``{group name: Tensor[size]}`` scores (higher = keep), or a scorer ``fn(graph, group) -> Tensor[size]``
+        (an ``Importance``; ``prunekit.planning.plan`` also accepts registry names such as ``"l1"``). Widths pass
+        through ``resolve_width`` (``min_channels``, ``round_to`` in layer channels, pinned channels); a width
+        equal to the group size leaves the group untouched (also for unprunable groups); any other width on an
+        unprunable or ``protected`` group raises ConfigError naming it. Nothing is modified.
+        """
+        from prunekit.graph.api import keep_indices
+
+        return self.plan_keep(keep_indices(self, widths, keep, min_channels=min_channels, round_to=round_to,
+                                           protected=protected))
+
+    def plan_keep(self, keep: Mapping[str, torch.Tensor | Sequence[int]]) -> PruningPlan:
+        """The plan keeping channels ``keep[name]`` (group channel indices) of each named group; groups not
+        named keep everything. Indices must include the group's pinned channels and not be empty."""
         core = self._core
         kept = np.ones(core.num_classes, dtype=bool)
+        changed: dict[str, torch.Tensor] = {}
         for name, idx in keep.items():
             g = self.group(name)
             idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
@@ -285,19 +302,13 @@ class DependencyGraph:
             mask = np.zeros(g.size, dtype=bool)
             mask[idx.numpy()] = True
             kept[classes[~mask]] = False
+            changed[name] = idx.sort().values
+        widths = self.widths()
+        widths.update({n: int(i.numel()) for n, i in changed.items()})
+        plan = PruningPlan(widths, changed, kept_classes=kept)
         if kept.all():
-            return
-        self._remove(kept, optimizer)
-
-    def apply_widths(self, widths: Mapping[str, int], **kwargs) -> dict[str, torch.Tensor]:
-        """``prunekit.graph.apply_widths(self, widths, **kwargs)``: set group widths, keeping the best channels."""
-        from prunekit.graph.api import apply_widths
-        return apply_widths(self, widths, **kwargs)
-
-    def _remove(self, kept: np.ndarray, optimizer: torch.optim.Optimizer | None) -> None:
-        core = self._core
-        touched: dict[int, nn.Module] = {}
-        done: set = set()
+            return plan
+        touched: dict[str, None] = {}
         for m in core.members:
             mask = kept[m.cls]
             if mask.all():
@@ -308,15 +319,34 @@ class DependencyGraph:
                 if h is None:  # pragma: no cover - rules only create members for handled types
                     raise AssertionError(f"no surgery for {type(m.module).__name__}")
                 for attr, dim in h.params(m.module, m.role):
-                    slice_tensor(m.module, attr, dim, idx, optimizer, done)
-                h.resize(m.module, m.role, int(idx.numel()))
-                touched[id(m.module)] = m.module
+                    plan.ops.append(TensorSlice(m.name, attr, dim, idx))
+                plan.ops.append(LayerResize(m.name, m.role, int(idx.numel())))
+                touched.setdefault(m.name)
             else:
-                slice_tensor(m.module, m.attr, m.dim, idx, optimizer, done)
-                h = surgery_for(m.module)
-                if h is not None:
-                    h.sync(m.module)
-        for mod in touched.values():
-            surgery_for(mod).finish(mod)
-        self._core = core.filtered(kept)
+                owner = m.name.rpartition(".")[0]
+                plan.ops.append(TensorSlice(owner, m.attr, m.dim, idx))
+                plan.ops.append(owner)
+        plan.finish = [n for n in touched if surgery_for(self._module(n)) is not None]
+        return plan
+
+    def apply_plan(self, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Prune this graph's model in place by ``plan`` (made by this graph, before any other pruning); the
+        graph then describes the pruned model (group names stay; sizes shrink)."""
+        if plan.kept_classes is None or plan.kept_classes.shape != (self._core.num_classes,):
+            raise ConfigError("this plan was not made by this graph in its current state (make it with "
+                              "graph.plan(...) right before applying it)")
+        if plan.is_identity:
+            return
+        plan.apply(self.model, optimizer)
+        self._core = self._core.filtered(plan.kept_classes)
         self._derive()
+
+    def prune_groups(self, keep: Mapping[str, torch.Tensor | Sequence[int]],
+                     optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Physically keep only channels ``keep[name]`` (group channel indices) of each named group; groups not
+        named keep everything. Modifies the model in place (and slices ``optimizer``'s state); the graph then
+        describes the pruned model. ``plan_keep(keep)`` gives the same pruning as data."""
+        self.apply_plan(self.plan_keep(keep), optimizer)
+
+    def _module(self, name: str) -> nn.Module:
+        return dict(self.model.named_modules(remove_duplicate=False))[name]

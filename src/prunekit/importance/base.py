@@ -104,18 +104,38 @@ class L2Importance(MagnitudeImportance):
 
 @register_importance("bn_scale")
 class BNScaleImportance(Importance):
-    """``|gamma|`` of the group's BatchNorm layers, summed (Network Slimming). Groups without a BatchNorm
-    fall back to L1 magnitude."""
+    """``|gamma|`` of the group's BatchNorm layers (Network Slimming), per group channel: summed over the BNs
+    that normalise it (``reduction="sum"``, default) or their mean (``"mean"``: every channel of a residual
+    group is on the scale of one BN). Groups without a BatchNorm fall back to ``fallback`` (default L1
+    magnitude); ``fallback=None`` raises instead (see ``has_bn``)."""
+
+    def __init__(self, reduction: str = "sum", fallback: "Importance | None" = MagnitudeImportance(1.0)):
+        if reduction not in ("mean", "sum"):
+            raise ConfigError(f"reduction={reduction!r} must be 'mean' or 'sum'")
+        self.reduction, self.fallback = reduction, fallback
+
+    @staticmethod
+    def bns(group: "ChannelGroup") -> list:
+        return [gm for gm in group.bn_layers if isinstance(gm.module, nn.modules.batchnorm._BatchNorm)
+                and gm.module.weight is not None]
+
+    @classmethod
+    def has_bn(cls, group: "ChannelGroup") -> bool:
+        return bool(cls.bns(group))
 
     def __call__(self, graph, group):
-        bns = [gm for gm in group.bn_layers if isinstance(gm.module, nn.modules.batchnorm._BatchNorm)
-               and gm.module.weight is not None]
+        bns = self.bns(group)
         if not bns:
-            return MagnitudeImportance(1.0)(graph, group)
+            if self.fallback is None:
+                raise ConfigError(f"group {group.name!r} has no BatchNorm to score by |gamma|")
+            return self.fallback(graph, group)
         total = torch.zeros(group.size, dtype=torch.float32)
+        n = torch.zeros(group.size, dtype=torch.float32)
         for gm in bns:
-            total += gm.reduce(gm.module.weight.detach().abs().float().cpu(), group.size)
-        return total
+            gamma = gm.module.weight.detach().abs().float().cpu()
+            total += gm.reduce(gamma, group.size)
+            n += gm.reduce(torch.ones_like(gamma), group.size)
+        return total / n.clamp(min=1) if self.reduction == "mean" else total
 
 
 @register_importance("random")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch.fx
 import torch.nn as nn
 
-from prunekit.cost.count import eval_mode  # noqa: F401  (re-exported for io's modules)
+from prunekit.utils import eval_mode  # noqa: F401  (re-exported for io's modules)
 from prunekit.errors import PrunekitError
 from prunekit.io import specs
 

@@ -1,10 +1,16 @@
-"""The pruning methods, each a small orchestrator over the graph, importance, cost and train layers."""
+"""The pruning methods: each a config dataclass plus its paper's loop, registered with ``@register_method``.
 
-from prunekit.methods.pipeline import Pipeline, StageRecord
-from prunekit.methods.result import PruneResult
+``list_methods()`` → the registered names; ``get_method(name)`` → the class; ``Method.run(model, data, out)``
+runs one (the shared harness is :class:`~prunekit.methods.base.MethodRun`).
+"""
+
+from prunekit.methods.base import Method, MethodRun, RunInfo, get_method, list_methods, register_method
 from prunekit.methods.gate_decorator import GateDecorator, GateDecoratorConfig
 from prunekit.methods.gates import add_gates, fold_gates
+from prunekit.methods.magnitude import MagnitudeConfig, UniformL1, UniformL2
+from prunekit.methods.result import PruneResult
 from prunekit.methods.slimming import NetworkSlimming, SlimmingConfig, slim
 
-__all__ = ["Pipeline", "StageRecord", "PruneResult", "GateDecorator", "GateDecoratorConfig", "add_gates",
-           "fold_gates", "NetworkSlimming", "SlimmingConfig", "slim"]
+__all__ = ["Method", "MethodRun", "RunInfo", "get_method", "list_methods", "register_method", "PruneResult",
+           "GateDecorator", "GateDecoratorConfig", "add_gates", "fold_gates", "MagnitudeConfig", "UniformL1",
+           "UniformL2", "NetworkSlimming", "SlimmingConfig", "slim"]

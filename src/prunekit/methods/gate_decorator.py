@@ -12,13 +12,13 @@
   code's default, which its ResNet-56 notebook overrides by grouping the residual BNs by hand).
 - **Tick**: train only the gates and the final linear layer on (a subset of) the training data, accumulating Θ,
   then remove the lowest-scoring ``prune_per_tick`` of the remaining channels (a fraction, or a count) over the
-  whole network, keeping at least ``max(min_channels, ceil(floor_ratio · original width))`` channels per group.
+  whole network, keeping at least ``max(min_channels, ceil(min_keep · original width))`` channels per group.
   The last tick removes only as many channels as the target needs.
 - **Tock**: after ``ticks_per_round`` ticks, fine-tune the whole network with an L1 penalty λ on φ (triangular
   lr). Rounds repeat until ``target_macs`` / ``target_params`` (fractions of the original network kept) are met;
   then the gates are folded and the network fine-tuned without the penalty.
 
-Every tick, tock, fold and fine-tune is a stage of a :class:`~prunekit.methods.pipeline.Pipeline`
+Every tick, tock, fold and fine-tune is a stage of the run's :class:`~prunekit.train.pipeline.Pipeline`
 (``round{r}-tick{t}``, ``round{r}-tock``, ``fold``, ``finetune``; ``round0-tock`` is the warm-up tock the
 official code runs before the first tick): a killed run resumes where it stopped.
 """
@@ -26,18 +26,21 @@ official code runs before the first tick): a killed run resumes where it stopped
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Literal, Mapping
 
 import torch
 import torch.nn as nn
 
+from prunekit.cost import MacsCost, ParamsCost
 from prunekit.errors import ConfigError, PrunekitError, check_range
 from prunekit.graph import ChannelGroup, DependencyGraph
 from prunekit.importance import Importance, MagnitudeImportance, register_importance
+from prunekit.methods.base import Method, MethodRun, config_settings, register_method
 from prunekit.methods.gates import Gate, GatedBatchNorm2d, GatedConv2d, add_gates, find_gates, fold_gates
+from prunekit.planning import GlobalRanking, channel_floors
 from prunekit.train import Callback, L1Subgradient, TrainConfig, TrainOnly
+from prunekit.train.gradients import gradient_pass
 
 ScoreMode = Literal["paper", "official"]
 
@@ -100,22 +103,10 @@ def taylor_scores(model: nn.Module, batches: Iterable, *, mode: ScoreMode = "off
     """Θ of every gate of ``model`` over ``batches`` of ``(x, y)`` without updating anything (a standalone use of
     the tick's scoring). ``train_mode``: BN in training mode (batch statistics) — note it updates running stats.
     ``loss_fn`` defaults to mean cross-entropy. Gradients of all parameters are cleared afterwards."""
-    loss_fn = loss_fn or nn.functional.cross_entropy
     acc = TaylorScores(mode)
     acc.attach(model)
-    was = model.training
-    model.train(train_mode)
-    dev = acc.gates[0].param.device
-    try:
-        for i, (x, y) in enumerate(batches):
-            if max_batches is not None and i >= max_batches:
-                break
-            model.zero_grad(set_to_none=True)
-            loss_fn(model(x.to(dev)), y.to(dev)).backward()
-            acc.on_after_backward()
-    finally:
-        model.zero_grad(set_to_none=True)
-        model.train(was)
+    gradient_pass(model, batches, on_backward=acc.on_after_backward, train_mode=train_mode,
+                  max_batches=max_batches, loss_fn=loss_fn)
     return acc.scores()
 
 
@@ -127,67 +118,83 @@ def _gate_members(group: ChannelGroup):
 
 def group_scores(graph: DependencyGraph, gate_scores: Mapping[str, torch.Tensor], *,
                  group_pruning: bool = True) -> dict[str, torch.Tensor]:
-    """Per prunable group, the sum of its gates' Θ over each group channel (paper eq. 9): {group: Tensor[size]}.
+    """Per prunable group, the sum of its gates' Θ over each group channel (paper eq. 9): {group: Tensor[size]}
+    (float64, :class:`GateTaylorImportance`).
 
     ``gate_scores``: {gate name (the gated block's qualified name): Tensor[C]} (e.g. ``TaylorScores.scores()``).
     Groups without a scored gate are left out (never pruned). ``group_pruning=False`` also leaves out groups
     that carry several gates (channels tied across a residual add), the official code's default.
     """
-    by_param = {f"{k}.gate" if k else "gate": v for k, v in gate_scores.items()}
+    imp = GateTaylorImportance(gate_scores)
     out: dict[str, torch.Tensor] = {}
     for g in graph.prunable_groups:
-        members = [gm for gm in _gate_members(g) if gm.member.name in by_param]
-        if not members or (not group_pruning and len(members) > 1):
-            continue
-        total = torch.zeros(g.size, dtype=torch.float64)
-        for gm in members:
-            s = by_param[gm.member.name].detach().double().cpu().reshape(-1)
-            if s.numel() != gm.member.size:
-                raise ConfigError(f"scores of gate {gm.member.name} have {s.numel()} entries; the gate has "
-                                  f"{gm.member.size} channels (scores from before a pruning step?)")
-            total += gm.reduce(s, g.size)
-        out[g.name] = total
+        members = imp.scored_members(g)
+        if members and (group_pruning or len(members) == 1):
+            out[g.name] = imp(graph, g)
     return out
 
 
-def params_without_gates(graph: DependencyGraph, widths: Mapping[str, int] | None = None) -> int:
-    """``graph.params(widths)`` minus the gate parameters (they are folded away at the end): the parameter count
-    of the plain network the gated one stands for."""
+def gate_param_count(graph: DependencyGraph, widths: Mapping[str, int] | None = None) -> int:
+    """Gate parameters of the gated network ``graph`` at ``widths`` (default: current): they are folded away at
+    the end, so the parameter target counts the network without them (``ParamsCost(graph, exclude=...)``)."""
     current = graph.widths()
     gates = 0
     for g in graph.groups:
         w = (widths or {}).get(g.name, current[g.name])
         gates += sum(int(gm.positions.numel()) for gm in _gate_members(g)) * w // max(g.size, 1)
-    return graph.params(widths) - gates
+    return gates
+
+
+def params_without_gates(graph: DependencyGraph, widths: Mapping[str, int] | None = None) -> int:
+    """``graph.params(widths)`` minus the gate parameters: the parameter count of the plain network the gated
+    one stands for."""
+    return graph.params(widths) - gate_param_count(graph, widths)
 
 
 @register_importance("gate_taylor")
 class GateTaylorImportance(Importance):
-    """Gate Decorator's score of a group: the sum over its gates of Θ = |φ·∂L/∂φ| (group channels).
+    """Gate Decorator's score of a group: the sum over its gates of Θ = |φ·∂L/∂φ| per group channel (float64).
 
     ``scores``: {gate name: Tensor[C]} accumulated over data (``TaylorScores``); without it, from the gradients
-    the gates hold now (call after ``loss.backward()``). Groups without gates fall back to L1 magnitude."""
+    the gates hold now (call after ``loss.backward()``). Groups without a (scored) gate fall back to L1
+    magnitude."""
 
     def __init__(self, scores: Mapping[str, torch.Tensor] | None = None):
         self.gate_scores = dict(scores) if scores is not None else None
 
-    def __call__(self, graph, group):
+    def scored_members(self, group: ChannelGroup) -> list:
+        """The gate members of ``group`` that have scores."""
         members = _gate_members(group)
+        if self.gate_scores is None:
+            return members
+        return [gm for gm in members if _gate_name(gm) in self.gate_scores]
+
+    def __call__(self, graph, group):
+        members = self.scored_members(group)
         if not members:
             return MagnitudeImportance(1.0)(graph, group)
         total = torch.zeros(group.size, dtype=torch.float64)
         for gm in members:
-            name = gm.member.name[:-len(".gate")] if gm.member.name.endswith(".gate") else ""
             if self.gate_scores is not None:
-                s = self.gate_scores[name]
+                s = self.gate_scores[_gate_name(gm)]
             else:
                 p = getattr(gm.member.module, gm.member.attr)
                 if p.grad is None:
                     raise ConfigError(f"gate {gm.member.name} has no gradient: run loss.backward() first or pass "
                                       "scores=")
                 s = (p.detach() * p.grad).abs()
-            total += gm.reduce(s.detach().double().cpu().reshape(-1), group.size)
-        return total.float()
+            s = s.detach().double().cpu().reshape(-1)
+            if s.numel() != gm.member.size:
+                raise ConfigError(f"scores of gate {gm.member.name} have {s.numel()} entries; the gate has "
+                                  f"{gm.member.size} channels (scores from before a pruning step?)")
+            total += gm.reduce(s, group.size)
+        return total
+
+
+def _gate_name(gm) -> str:
+    """The gated layer's qualified name of a gate member (its parameter name without ``.gate``)."""
+    name = gm.member.name
+    return name[:-len(".gate")] if name.endswith(".gate") else ""
 
 
 # ----------------------------------------------------------------------------- one tick's pruning step
@@ -205,16 +212,6 @@ class TickPlan:
     threshold: float
     floor_hit: list[str] = field(default_factory=list)
     limited_by_target: bool = False
-
-
-def channel_floors(graph: DependencyGraph, original: Mapping[str, int] | None = None, *, floor_ratio: float = 0.1,
-                   min_channels: int = 1) -> dict[str, int]:
-    """Per prunable group: ``max(min_channels, group.min_width, ceil(floor_ratio · original width))``."""
-    out = {}
-    for g in graph.prunable_groups:
-        size0 = (original or {}).get(g.name, g.size)
-        out[g.name] = min(g.size, max(min_channels, g.min_width, math.ceil(floor_ratio * size0 - 1e-9)))
-    return out
 
 
 def tick_count(amount: float | int, remaining: int) -> int:
@@ -235,65 +232,21 @@ def plan_tick(graph: DependencyGraph, scores: Mapping[str, torch.Tensor], *, amo
     and pinned channels stay). ``fits(widths)``: if given and removing fewer channels already fits (e.g. the
     MACs target), only the smallest such number is removed.
     """
-    names = list(scores)
-    groups = [graph.group(n) for n in names]
-    remaining = sum(g.size for g in groups)
+    ranking = GlobalRanking(graph, scores, floors, mode="candidates")
+    remaining = sum(g.size for g in ranking.groups)
     k = tick_count(amount, remaining)
-    cand_s, cand_owner, cand_ch = [], [], []
-    for i, (n, g) in enumerate(zip(names, groups)):
-        s = torch.as_tensor(scores[n], dtype=torch.float64).detach().cpu().reshape(-1)
-        if s.numel() != g.size:
-            raise ConfigError(f"scores[{n!r}] has {s.numel()} entries; the group has {g.size} channels")
-        s = torch.nan_to_num(s.clone(), nan=float("inf"))
-        if g.pinned.numel():
-            s[g.pinned] = float("inf")
-        floor = max(int(floors.get(n, 1)), g.min_width)
-        n_cand = max(0, g.size - floor)
-        order = torch.sort(s, stable=True).indices[:n_cand]
-        order = order[torch.isfinite(s[order])]
-        cand_s.append(s[order])
-        cand_owner.append(torch.full((order.numel(),), i, dtype=torch.long))
-        cand_ch.append(order)
-    flat = torch.cat(cand_s) if cand_s else torch.zeros(0, dtype=torch.float64)
-    owner = torch.cat(cand_owner) if cand_owner else torch.zeros(0, dtype=torch.long)
-    chans = torch.cat(cand_ch) if cand_ch else torch.zeros(0, dtype=torch.long)
-    order = torch.sort(flat, stable=True).indices  # ties: group order, then the group's own ranking
-    flat, owner, chans = flat[order], owner[order], chans[order]
-    n = min(k, flat.numel())
-
-    def widths_for(j: int) -> dict[str, int]:
-        removed = torch.bincount(owner[:j], minlength=len(names)).tolist()
-        return {nm: g.size - r for nm, g, r in zip(names, groups, removed)}
-
+    n = min(k, ranking.num_ranked)
     limited = False
-    if fits is not None and n > 0 and fits(widths_for(n)):
-        lo, hi = 0, n  # fits(hi) holds; find the smallest j with fits(j)
-        if fits(widths_for(0)):
-            hi = 0
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if fits(widths_for(mid)):
-                hi = mid
-            else:
-                lo = mid
-        limited = hi < n
-        n = hi
-    widths = widths_for(n)
-    keep: dict[str, torch.Tensor] = {}
-    for i, (nm, g) in enumerate(zip(names, groups)):
-        drop = chans[:n][owner[:n] == i]
-        if drop.numel():
-            mask = torch.ones(g.size, dtype=torch.bool)
-            mask[drop] = False
-            keep[nm] = torch.nonzero(mask).reshape(-1)
-    floor_hit = [nm for nm, g in zip(names, groups)
-                 if widths[nm] <= max(int(floors.get(nm, 1)), g.min_width) and nm in keep]
-    thr = float(flat[n - 1]) if n > 0 else float("-inf")
-    return TickPlan(keep, widths, k, n, remaining, thr, floor_hit, limited)
+    if fits is not None and n > 0:
+        smallest = ranking.smallest(fits, high=n)
+        if smallest is not None:
+            limited, n = smallest < n, smallest
+    p = ranking.at(n)
+    return TickPlan(p.keep, p.widths, k, n, remaining, p.threshold, p.floor_hit, limited)
 
 
 def prune_tick(model: nn.Module, example_inputs: torch.Tensor, gate_scores: Mapping[str, torch.Tensor], *,
-               amount: float | int, floor_ratio: float = 0.1, min_channels: int = 1,
+               amount: float | int, min_keep: float = 0.1, min_channels: int = 1,
                original_widths: Mapping[str, int] | None = None, group_pruning: bool = True,
                fits: Callable[[dict[str, int]], bool] | None = None,
                graph: DependencyGraph | None = None) -> TickPlan:
@@ -307,7 +260,7 @@ def prune_tick(model: nn.Module, example_inputs: torch.Tensor, gate_scores: Mapp
     scores = group_scores(graph, gate_scores, group_pruning=group_pruning)
     if not scores:
         raise ConfigError("no prunable group carries a gate: call add_gates(model) first")
-    floors = channel_floors(graph, original_widths, floor_ratio=floor_ratio, min_channels=min_channels)
+    floors = channel_floors(graph, original_widths, min_keep=min_keep, min_channels=min_channels)
     plan = plan_tick(graph, scores, amount=amount, floors=floors, fits=fits)
     graph.prune_groups(plan.keep)
     return plan
@@ -338,7 +291,8 @@ class GateDecoratorConfig:
     Targets (at least one; the loop stops when all are met): ``target_macs`` / ``target_params``, fractions of
     the original network's MACs / parameters kept. ``prune_per_tick``: a fraction in (0, 1) of the scored
     channels remaining (official: 0.002–0.005) or an int number of channels. ``ticks_per_round``: T, ticks
-    between tocks. ``floor_ratio``/``min_channels``: the per-group floor. ``sparsity``: λ of the L1 penalty on
+    between tocks. ``min_keep``/``min_channels``: the per-group floor (a fraction of the original width
+    kept, a channel count). ``sparsity``: λ of the L1 penalty on
     φ in the tocks. ``gate_init``: ``bn_scale`` (official: φ = γ, γ = 1, so the L1 acts on each channel's
     scale) or ``one`` (φ = 1, γ kept). ``gates``: ``auto`` (after each BN, or after each conv in BN-free nets),
     ``bn`` or ``conv``. ``score``: ``official`` (Σ over batches of |φ·g|) or ``paper`` (|Σ φ·g|, eq. 5; at a
@@ -355,7 +309,7 @@ class GateDecoratorConfig:
     target_params: float | None = None
     prune_per_tick: float | int = 0.01
     ticks_per_round: int = 10
-    floor_ratio: float = 0.1
+    min_keep: float = 0.1
     min_channels: int = 1
     sparsity: float = 1e-3
     gate_init: Literal["one", "bn_scale"] = "bn_scale"
@@ -386,7 +340,7 @@ class GateDecoratorConfig:
             raise ConfigError(f"prune_per_tick={p} (a channel count) must be >= 1")
         if not isinstance(self.ticks_per_round, int) or self.ticks_per_round < 1:
             raise ConfigError(f"ticks_per_round={self.ticks_per_round!r} must be an integer >= 1")
-        check_range("floor_ratio", self.floor_ratio, 0, 1, high_open=True)
+        check_range("min_keep", self.min_keep, 0, 1, high_open=True)
         if not isinstance(self.min_channels, int) or self.min_channels < 1:
             raise ConfigError(f"min_channels={self.min_channels!r} must be an integer >= 1 (a layer is never emptied)")
         check_range("sparsity", self.sparsity, 0)
@@ -407,26 +361,6 @@ class GateDecoratorConfig:
         if self.tick is None or self.tock is None:
             raise ConfigError("tick and tock need a training configuration")
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "GateDecoratorConfig":
-        """From a mapping (a recipe's ``prune:`` section); ``tick``/``tock``/``finetune`` are TrainConfig
-        mappings merged over the defaults (``finetune: null`` disables it). Unknown keys raise ConfigError."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ConfigError(f"unknown gate_decorator option(s) {unknown}; valid: {sorted(names)}")
-        return cls(**dict(d))
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in _TRAIN_FIELDS:
-                v = None if v is None else {k: x for k, x in v.to_dict().items()
-                                             if k not in ("checkpoint_dir", "resume")}
-            out[f.name] = v
-        return out
-
     def fits(self, macs: float, params: float, macs0: float, params0: float) -> bool:
         """True when both given targets are met."""
         ok = True
@@ -438,26 +372,6 @@ class GateDecoratorConfig:
 
 
 # ----------------------------------------------------------------------------- helpers of the method
-class _EpochOffset:
-    """A loader view whose epoch ``e`` is the underlying loader's epoch ``offset + e``: every stage of a run then
-    sees its own shuffle/augmentation (each stage's Trainer starts at epoch 0) and resumes exactly."""
-
-    def __init__(self, loader: Any, offset: int):
-        self.loader, self.offset = loader, int(offset)
-        if hasattr(loader, "iter_from"):
-            self.iter_from = loader.iter_from
-
-    def set_epoch(self, epoch: int) -> None:
-        if hasattr(self.loader, "set_epoch"):
-            self.loader.set_epoch(self.offset + int(epoch))
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        return iter(self.loader)
-
-
 class _GateSelector:
     """``select`` of the tock's L1Subgradient: the gates of the model being trained (looked up once per model)."""
 
@@ -497,241 +411,152 @@ def _round_dict(d: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- the method
-class GateDecorator:
-    """``GateDecorator(config).run(model, data, output_dir)`` → PruneResult (see the module docstring)."""
+_NOT_STAGE_SETTINGS = ("tick", "tock", "finetune", "keep_checkpoints", "max_ticks")
 
-    name = "gate_decorator"
 
-    def __init__(self, config: GateDecoratorConfig):
-        self.config = config
+@register_method("gate_decorator", config=GateDecoratorConfig, title="Gate Decorator")
+class GateDecorator(Method):
+    """``GateDecorator(config).run(model, data, output_dir)`` → PruneResult (see the module docstring). The model
+    is gated in place; ticks and tocks train on ``train``; the trajectory shows ``val`` accuracy after every tick
+    and tock; the test set gives only the final numbers. Plots: ``trajectory.png``, ``gates_hist.png``."""
 
-    def run(self, model: nn.Module, data, output_dir: str | Path, *, device: str = "cpu",
-            log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = ()):
-        """Gate, tick-tock until the target, fold, fine-tune — under ``output_dir`` (resumable) — and report.
-
-        ``data``: prunekit DataLoaders (train / val / test): ticks and tocks train on ``train``; the trajectory
-        shows ``val`` accuracy after every tick and tock (when there is a validation split); the test set gives
-        only the final numbers. Writes ``widths.png``, ``trajectory.png``, ``gates_hist.png`` and
-        ``model.safetensors`` (the final pruned, gate-free model) into ``output_dir``. ``model`` is modified
-        (gated) in place. ``callbacks`` are added to every training stage (logging, custom regularisers).
-        """
-        from prunekit.io import save
-        from prunekit.methods.pipeline import Pipeline
-        from prunekit.methods.result import PruneResult
-        from prunekit.report import plot_histograms, plot_trajectory, plot_widths, summarize
-        from prunekit.train import evaluate
-
+    def check(self, run: MethodRun, model: nn.Module) -> None:
+        run.set_baseline(model)
         c = self.config
-        out = Path(output_dir)
-        log = log or (lambda m: None)
-        x = next(iter(data.test))[0][:2].detach().cpu()
-        model.cpu()
-        graph0 = DependencyGraph(model, x)
-        widths0 = {g.name: g.size for g in graph0.prunable_groups}
-        macs0, params0 = graph0.macs(), graph0.params()
-        model.to(device)
-        baseline = summarize(model, x, latency=latency)
-        baseline.top1["test"] = evaluate(model, data.test).top1
-        if data.val is not None:
-            baseline.top1["val"] = evaluate(model, data.val).top1
-
-        model.cpu()
-        add_gates(model, where=c.gates, init=c.gate_init)
-        phi0 = torch.cat([g.values().abs().cpu() for g in find_gates(model)])
-        graph = DependencyGraph(model, x)
-        scored = list(group_scores(graph, {g.name: torch.zeros(g.channels) for g in find_gates(model)},
-                                   group_pruning=c.group_pruning))
-        if not scored:
+        add_gates(model.cpu(), where=c.gates, init=c.gate_init)
+        graph = run.graph(model)
+        self.scored = list(group_scores(graph, {g.name: torch.zeros(g.channels) for g in find_gates(model)},
+                                        group_pruning=c.group_pruning))
+        if not self.scored:
             raise ConfigError("no prunable channel group carries a gate; nothing Gate Decorator can prune")
-        ungated = [n for n in widths0 if n not in scored]
-        floors = channel_floors(graph, widths0, floor_ratio=c.floor_ratio, min_channels=c.min_channels)
-        floor_widths = {n: floors[n] for n in scored}
-        if not c.fits(graph.macs(floor_widths), params_without_gates(graph, floor_widths), macs0, params0):
+        self.floors = channel_floors(graph, run.widths0, min_keep=c.min_keep, min_channels=c.min_channels)
+        floor_widths = {n: self.floors[n] for n in self.scored}
+        macs, params = self.costs(graph)
+        if not c.fits(macs(floor_widths), params(floor_widths), self.macs0, self.params0):
             raise ConfigError(
                 f"the target cannot be met: with every prunable group at its floor the network keeps "
-                f"{graph.macs(floor_widths) / macs0:.1%} of its MACs and "
-                f"{params_without_gates(graph, floor_widths) / params0:.1%} "
+                f"{macs(floor_widths) / self.macs0:.1%} of its MACs and {params(floor_widths) / self.params0:.1%} "
                 f"of its parameters (target_macs={c.target_macs}, target_params={c.target_params}); lower "
-                "floor_ratio / min_channels or ask for less")
-        classifier = classifier_name(model, c.classifier)
-        model.to(device)
+                "min_keep / min_channels or ask for less")
+        self.classifier = classifier_name(model, c.classifier)
+        self.settings = config_settings(c, exclude=_NOT_STAGE_SETTINGS)
+        run.to_device(model)
 
-        pipe = Pipeline(out, x, device=device, log=log)
-        trajectory: list[dict[str, Any]] = [{"stage": "start", "macs": macs0, "params": params0,
-                                             "macs_kept": 1.0, "params_kept": 1.0,
-                                             "val_top1": baseline.top1.get("val")}]
-        n_train_stages = 0
+    def costs(self, graph: DependencyGraph) -> tuple[MacsCost, ParamsCost]:
+        """MACs and gate-free parameter counts of the gated network ``graph`` (the targets' cost models)."""
+        macs, params = MacsCost(graph), ParamsCost(graph, exclude=gate_param_count)
+        if not hasattr(self, "macs0"):
+            self.macs0, self.params0 = macs.full, params.full
+        return macs, params
 
-        def loader(stage_idx: int):
-            return _EpochOffset(data.train, 1000 * stage_idx)
-
-        def done_with(name: str) -> None:
-            if not c.keep_checkpoints:
-                (pipe.stage_dir(name) / "last.ckpt").unlink(missing_ok=True)
-
-        def tock(name: str, m: nn.Module) -> nn.Module:
-            nonlocal n_train_stages
-            n_train_stages += 1
-            l1 = [L1Subgradient(c.sparsity, select=_GateSelector())] if c.sparsity > 0 else []
-            m = pipe.train(name, m, loader(n_train_stages), data.val, c.tock, [*l1, *callbacks])
-            done_with(name)
-            met = pipe.records[-1].metrics
-            trajectory.append({"stage": name, "macs": trajectory[-1]["macs"], "params": trajectory[-1]["params"],
-                               "macs_kept": trajectory[-1]["macs_kept"],
-                               "params_kept": trajectory[-1]["params_kept"], "val_top1": met.get("val_top1")})
-            return m
-
-        def tick(name: str, m: nn.Module) -> nn.Module:
-            nonlocal n_train_stages
-            n_train_stages += 1
-            taylor = TaylorScores(c.score)
-
-            def after(mm: nn.Module, trainer) -> dict[str, Any]:
-                gate_scores = taylor.scores()
-                mm.cpu()
-                g = DependencyGraph(mm, x)
-                plan = prune_tick(mm, x, gate_scores, amount=c.prune_per_tick, floor_ratio=c.floor_ratio,
-                                  min_channels=c.min_channels, original_widths=widths0,
-                                  group_pruning=c.group_pruning, graph=g,
-                                  fits=lambda w: c.fits(g.macs(w), params_without_gates(g, w), macs0, params0))
-                if plan.removed == 0:
-                    raise PrunekitError(f"{name}: no channel above the per-group floors is left to prune, but the "
-                                        "target is not met")
-                macs, params = g.macs(), params_without_gates(g)
-                mm.to(device)
-                met = {"requested": plan.requested, "removed": plan.removed, "remaining": plan.remaining,
-                       "threshold": plan.threshold, "floor_hit": plan.floor_hit, "macs": macs, "params": params,
-                       "macs_kept": macs / macs0, "params_kept": params / params0,
-                       "widths": {k: v for k, v in g.widths().items() if k in widths0},
-                       "score_batches": taylor.batches}
-                if data.val is not None:
-                    met["val_top1_after_prune"] = evaluate(mm, data.val).top1
-                return met
-
-            m = pipe.train(name, m, loader(n_train_stages), None, c.tick,
-                           [TrainOnly(tick_trainable(m, classifier)), taylor, *callbacks], after=after)
-            done_with(name)
-            met = pipe.records[-1].metrics
-            trajectory.append({"stage": name, "macs": met["macs"], "params": met["params"],
-                               "macs_kept": met["macs_kept"], "params_kept": met["params_kept"],
-                               "removed": met["removed"], "val_top1": met.get("val_top1_after_prune"),
-                               "train_loss": met.get("train_loss")})
-            log(f"{name}: removed {met['removed']} channels · MACs kept {100 * met['macs_kept']:.1f}% · "
-                f"params kept {100 * met['params_kept']:.1f}%"
-                + (f" · val top-1 {met['val_top1_after_prune']:.2f}%" if "val_top1_after_prune" in met else ""))
-            return m
-
+    def execute(self, run: MethodRun, model: nn.Module) -> nn.Module:
+        c = self.config
+        phi0 = torch.cat([g.values().abs().cpu() for g in find_gates(model)])
+        self.trajectory = [{"stage": "start", "macs": self.macs0, "params": self.params0, "macs_kept": 1.0,
+                            "params_kept": 1.0, "val_top1": run.baseline_top1.get("val")}]
+        self.stage_index = 0
         if c.warmup_tock:
-            model = tock("round0-tock", model)
-        reached, ticks, r = False, 0, 0
-        while not reached:
+            model = self.tock(run, "round0-tock", model)
+        ticks, r = 0, 0
+        while True:
             r += 1
             for t in range(1, c.ticks_per_round + 1):
                 if ticks >= c.max_ticks:
                     raise PrunekitError(f"max_ticks={c.max_ticks} ticks done and the target is not met; raise "
                                         "prune_per_tick or max_ticks")
-                model = tick(f"round{r}-tick{t}", model)
-                ticks += 1
-                last = pipe.records[-1].metrics
-                if c.fits(last["macs"], last["params"], macs0, params0):
-                    reached = True
+                model, ticks = self.tick(run, f"round{r}-tick{t}", model), ticks + 1
+                if c.fits(self.trajectory[-1]["macs"], self.trajectory[-1]["params"], self.macs0, self.params0):
                     break
-            if not reached:
-                model = tock(f"round{r}-tock", model)
+            else:
+                model = self.tock(run, f"round{r}-tock", model)
+                continue
+            break
         phi1 = torch.cat([g.values().abs().cpu() for g in find_gates(model)])
-
-        def fold(m: nn.Module) -> dict[str, Any]:
-            n = len(find_gates(m))
-            fold_gates(m)
-            return {"gates_folded": n}
-
-        model = pipe.transform("fold", model, fold, kind="fold")
+        model = run.transform("fold", model, _fold, kind="fold")
         if c.finetune is not None:
-            model = pipe.train("finetune", model, data.train, data.val, c.finetune, callbacks)
-            done_with("finetune")
-        model.eval()
-        model.cpu()
-        graph1 = DependencyGraph(model, x)
-        widths1 = graph1.widths()
-        model.to(device)
-        pruned = summarize(model, x, latency=latency)
-        pruned.top1["test"] = evaluate(model, data.test).top1
-        if data.val is not None:
-            pruned.top1["val"] = evaluate(model, data.val).top1
-        widths_after = {k: widths1.get(k, v) for k, v in widths0.items()}
-        floor_hit = [n for n in scored if widths_after[n] <= floors[n]]
-        details: dict[str, Any] = {
-            "config": c.to_dict(), "ticks": ticks, "rounds": r, "trajectory": [_round_dict(t) for t in trajectory],
-            "floor_hit": floor_hit, "floors": floors, "scored_groups": scored, "ungated_groups": ungated,
-            "macs_kept": pruned.macs / baseline.macs, "params_kept": pruned.params / baseline.params,
-            "stages": {"ticks": ticks, "tocks": sum(1 for t in trajectory if t["stage"].endswith("-tock")),
-                       "tick_batches": sum(pipe.records[i].metrics.get("score_batches", 0)
-                                           for i in range(len(pipe.records))),
-                       "tock_epochs": c.tock.epochs, "finetune_epochs": c.finetune.epochs if c.finetune else 0},
-        }
-        result = PruneResult(self.name, model, widths0, widths_after, baseline, pruned, list(pipe.records), details)
-        result.artifacts["widths_png"] = str(plot_widths(widths0, widths_after, out / "widths.png",
-                                                         title="Gate Decorator: channels per group"))
-        ticks_only = [t for t in trajectory if t["stage"] == "start" or "-tick" in t["stage"]]
+            model = run.train("finetune", model, c.finetune, data_offset=0)
+        self.report(run, model, ticks, r, phi0, phi1)
+        return model
+
+    def tock(self, run: MethodRun, name: str, model: nn.Module) -> nn.Module:
+        """Fine-tune the whole gated network with L1 on the gates (triangular lr)."""
+        c = self.config
+        self.stage_index += 1
+        l1 = [L1Subgradient(c.sparsity, select=_GateSelector())] if c.sparsity > 0 else []
+        model = run.train(name, model, c.tock, l1, settings=self.settings, data_offset=1000 * self.stage_index)
+        last = self.trajectory[-1]
+        self.trajectory.append({"stage": name, **{k: last[k] for k in ("macs", "params", "macs_kept", "params_kept")},
+                                "val_top1": run.last_metrics().get("val_top1")})
+        return model
+
+    def tick(self, run: MethodRun, name: str, model: nn.Module) -> nn.Module:
+        """Train only the gates and the classifier while accumulating Θ, then prune the lowest channels."""
+        c = self.config
+        self.stage_index += 1
+        taylor = TaylorScores(c.score)
+
+        def after(m: nn.Module, trainer) -> dict[str, Any]:
+            g = run.graph(m)
+            macs, params = self.costs(g)
+            plan = prune_tick(m, run.x, taylor.scores(), amount=c.prune_per_tick, min_keep=c.min_keep,
+                              min_channels=c.min_channels, original_widths=run.widths0,
+                              group_pruning=c.group_pruning, graph=g,
+                              fits=lambda w: c.fits(macs(w), params(w), self.macs0, self.params0))
+            if plan.removed == 0:
+                raise PrunekitError(f"{name}: no channel above the per-group floors is left to prune, but the "
+                                    "target is not met")
+            mc, pc = macs(g.widths()), params(g.widths())
+            run.to_device(m)
+            met = {"requested": plan.requested, "removed": plan.removed, "remaining": plan.remaining,
+                   "threshold": plan.threshold, "floor_hit": plan.floor_hit, "macs": mc, "params": pc,
+                   "macs_kept": mc / self.macs0, "params_kept": pc / self.params0,
+                   "widths": {k: v for k, v in g.widths().items() if k in run.widths0},
+                   "score_batches": taylor.batches}
+            top1 = run.evaluate(m, "val")
+            if top1 is not None:
+                met["val_top1_after_prune"] = top1
+            return met
+
+        model = run.train(name, model, c.tick, [TrainOnly(tick_trainable(model, self.classifier)), taylor],
+                          validate=False, after=after, settings=self.settings, data_offset=1000 * self.stage_index)
+        met = run.last_metrics()
+        self.trajectory.append({"stage": name,
+                                **{k: met[k] for k in ("macs", "params", "macs_kept", "params_kept", "removed")},
+                                "val_top1": met.get("val_top1_after_prune"),
+                                "train_loss": met.get("train_loss")})
+        run.log(f"{name}: removed {met['removed']} channels · MACs kept {100 * met['macs_kept']:.1f}% · "
+                f"params kept {100 * met['params_kept']:.1f}%"
+                + (f" · val top-1 {met['val_top1_after_prune']:.2f}%" if "val_top1_after_prune" in met else ""))
+        return model
+
+    def report(self, run: MethodRun, model: nn.Module, ticks: int, rounds: int, phi0, phi1) -> None:
+        """Details (trajectory, floors, stage counts) and the trajectory and gate plots."""
+        c = self.config
+        graph = run.graph(model)
+        widths = graph.widths()
+        run.to_device(model)
+        traj = self.trajectory
+        run.details.update({
+            "ticks": ticks, "rounds": rounds, "trajectory": [_round_dict(t) for t in traj],
+            "floor_hit": [n for n in self.scored if widths.get(n, run.widths0[n]) <= self.floors[n]], "floors": self.floors,
+            "scored_groups": self.scored, "ungated_groups": [n for n in run.widths0 if n not in self.scored],
+            "macs_kept": graph.macs() / self.macs0, "params_kept": graph.params() / self.params0,
+            "stages": {"ticks": ticks, "tocks": sum(1 for t in traj if t["stage"].endswith("-tock")),
+                       "tick_batches": sum(s.metrics.get("score_batches", 0) for s in run.records),
+                       "tock_epochs": c.tock.epochs, "finetune_epochs": c.finetune.epochs if c.finetune else 0}})
+        ticks_only = [t for t in traj if t["stage"] == "start" or "-tick" in t["stage"]]
         ys = {"MACs kept (%)": [100 * t["macs_kept"] for t in ticks_only],
               "params kept (%)": [100 * t["params_kept"] for t in ticks_only]}
-        if data.val is not None:
+        if run.data.val is not None:
             ys["val top-1 after the tick (%)"] = [t["val_top1"] if t["val_top1"] is not None else float("nan")
                                                   for t in ticks_only]
-        result.artifacts["trajectory_png"] = str(plot_trajectory(
-            list(range(len(ticks_only))), ys, out / "trajectory.png", title="Gate Decorator: after every tick",
-            xlabel="tick", ylabel="%"))
-        result.artifacts["gates_png"] = str(plot_histograms(
-            {"at start": phi0.numpy(), "before folding": phi1.numpy()}, out / "gates_hist.png",
-            title="gate values |φ|", xlabel="|φ|"))
-        save(model.cpu().eval(), out / "model.safetensors", example_inputs=x)
-        model.to(device)
-        result.artifacts["model"] = str(out / "model.safetensors")
-        return result
+        run.plot_trajectory("trajectory_png", list(range(len(ticks_only))), ys,
+                            title="Gate Decorator: after every tick", xlabel="tick", ylabel="%")
+        run.plot_histograms("gates_png", {"at start": phi0.numpy(), "before folding": phi1.numpy()},
+                            title="gate values |φ|", xlabel="|φ|")
 
 
-# ----------------------------------------------------------------------------- recipes (CLI, benchmarks)
-def config_from_recipe(recipe: Mapping[str, Any], **overrides: Any) -> GateDecoratorConfig:
-    """The config of a ``recipes/gate_decorator/*.yaml`` recipe: its ``gate_decorator:`` section (method options)
-    plus the ``tick:``, ``tock:`` and ``finetune:`` sections (TrainConfig fields over this method's defaults;
-    ``finetune: null`` disables it). ``overrides`` (None values ignored) replace method options, and
-    ``tick``/``tock``/``finetune`` mappings are merged into the recipe's sections."""
-    opts = dict(recipe.get("gate_decorator") or {})
-    for name in _TRAIN_FIELDS:
-        if name in opts:
-            raise ConfigError(f"put {name}: at the top level of the recipe, not under gate_decorator:")
-        if name in recipe:
-            opts[name] = None if recipe[name] is None else dict(recipe[name])
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k in _TRAIN_FIELDS and isinstance(v, Mapping) and opts.get(k) is not None:
-            opts[k] = {**opts[k], **v}
-        else:
-            opts[k] = v
-    return GateDecoratorConfig.from_dict(opts)
-
-
-def run_recipe(recipe: Mapping[str, Any] | str | Path, output_dir: str | Path, *, checkpoint: str | Path | None = None,
-               data_dir: str | None = None, device: str = "cpu", train_subset: int | None = None,
-               log: Callable[[str], None] | None = None, latency: bool = True, **overrides: Any):
-    """Run a gate_decorator recipe (a path or the parsed mapping); returns ``(PruneResult, loaders)``.
-
-    The recipe holds ``model``, ``data``, ``batch_size``, ``val_split``, ``seed``, ``data_args`` (as the other
-    method recipes) and the sections of :func:`config_from_recipe` (``overrides`` go there). ``checkpoint``:
-    the trained baseline — a Trainer ``last.ckpt`` or a prunekit ``.safetensors`` model; without it a freshly
-    initialised zoo model is pruned (only sensible for smoke tests).
-    """
-    import yaml
-
-    from prunekit.methods.setup import prepare_run
-
-    if not isinstance(recipe, Mapping):
-        recipe = yaml.safe_load(Path(recipe).read_text()) or {}
-    if recipe.get("method", "gate_decorator") != "gate_decorator":
-        raise ConfigError(f"recipe is for method {recipe.get('method')!r}, not gate_decorator")
-    config = config_from_recipe(recipe, **overrides)
-    model, loaders, _ = prepare_run(recipe, checkpoint=checkpoint, data_dir=data_dir, device=device,
-                                    train_subset=train_subset)
-    result = GateDecorator(config).run(model, loaders, output_dir, device=device, log=log, latency=latency)
-    return result, loaders
+def _fold(model: nn.Module) -> dict[str, Any]:
+    n = len(find_gates(model))
+    fold_gates(model)
+    return {"gates_folded": n}

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from prunekit.methods.pipeline import StageRecord
+from prunekit.train.pipeline import StageRecord
 from prunekit.report import ModelSummary, comparison_table, envelope, widths_table, write_record
 
 
@@ -36,7 +36,7 @@ class PruneResult:
 
     def record(self, *, name: str, model_name: str, dataset: str, reduced: bool, device: str = "cpu",
                schedule: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
-        """The RESULTS-SCHEMA record of this run."""
+        """The RESULTS-SCHEMA record of this run (``details["config"]``: the configuration the run used)."""
         def acc(s: ModelSummary) -> dict[str, Any]:
             d: dict[str, Any] = {"params": s.params, "macs": s.macs}
             if "test" in s.top1:
@@ -50,7 +50,8 @@ class PruneResult:
                         reduced=reduced, schedule=schedule or {}, baseline=acc(self.baseline),
                         pruned=acc(self.pruned), latency_ms=latency,
                         widths={"before": self.widths_before, "after": self.widths_after},
-                        stages=[s.__dict__ for s in self.stages], details=self.details, **extra)
+                        stages=[{k: v for k, v in s.__dict__.items() if k != "inputs"} for s in self.stages],
+                        details=self.details, **extra)
 
     def write_record(self, path: str | Path, **kwargs: Any) -> Path:
         p = write_record(self.record(**kwargs), path)

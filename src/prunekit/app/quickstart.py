@@ -14,13 +14,13 @@ from pathlib import Path
 import torch
 
 from prunekit.data import build_data
-from prunekit.methods import NetworkSlimming, PruneResult, SlimmingConfig
+from prunekit.methods import NetworkSlimming, PruneResult, RunInfo, SlimmingConfig
 from prunekit.models import create
 from prunekit.train import TrainConfig
 
 
 def run_quickstart(output: Path, *, epochs: int = 20, finetune_epochs: int = 10, ratio: float = 0.4,
-                   sparsity: float = 5e-4, max_layer_ratio: float = 0.75,
+                   sparsity: float = 5e-4, min_keep: float = 0.25,
                    seed: int = 0, progress: bool = True, log=None) -> PruneResult:
     """Slim ``smallcnn`` on digits (10% of the train set held out for validation) under ``output``; writes
     ``output/result.json``, ``widths.png``, ``gamma_hist.png`` and ``model.safetensors``."""
@@ -29,12 +29,8 @@ def run_quickstart(output: Path, *, epochs: int = 20, finetune_epochs: int = 10,
     torch.manual_seed(seed)
     model = create("smallcnn", num_classes=data.spec.num_classes, in_channels=data.spec.in_channels)
     train = dict(lr=0.1, schedule="onecycle", nesterov=True, weight_decay=5e-4, seed=seed, progress=progress)
-    config = SlimmingConfig(sparsity=sparsity, ratio=ratio, max_layer_ratio=max_layer_ratio,
+    config = SlimmingConfig(sparsity=sparsity, ratio=ratio, min_keep=min_keep,
                             sparsity_train=TrainConfig(epochs=epochs, **train),
                             finetune=TrainConfig(**{**train, "epochs": finetune_epochs, "lr": 0.02}))
-    result = NetworkSlimming(config).run(model, data, output, log=log)
-    result.write_record(output / "result.json", name="quickstart-slimming-smallcnn-digits", model_name="smallcnn",
-                        dataset="digits", reduced=True,
-                        schedule={"sparsity_epochs": epochs, "finetune_epochs": finetune_epochs, "batch_size": 64,
-                                  "ratio": ratio, "sparsity": sparsity})
-    return result
+    info = RunInfo(name="quickstart-slimming-smallcnn-digits", model_name="smallcnn", settings={"seed": seed})
+    return NetworkSlimming(config).run(model, data, output, log=log, info=info)
