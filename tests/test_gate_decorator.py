@@ -18,9 +18,10 @@ import prunekit
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.importance import get_importance
-from prunekit.methods.gate_decorator import (GateDecorator, GateDecoratorConfig, TaylorScores, channel_floors,
-                                             config_from_recipe, group_scores, params_without_gates, plan_tick,
+from prunekit.methods.gate_decorator import (GateDecorator, GateDecoratorConfig, TaylorScores,
+                                             group_scores, params_without_gates, plan_tick,
                                              prune_tick, taylor_scores, tick_count)
+from prunekit.planning import channel_floors
 from prunekit.methods.gates import GatedBatchNorm2d, GatedConv2d, add_gates, find_gates, fold_gates
 from prunekit.train import Callback, TrainingInterrupted
 
@@ -69,6 +70,11 @@ def _data(n_train=64, batch=16):
     return SimpleNamespace(train=ToyLoader(n=n_train, batch_size=batch),
                            val=ToyLoader(n=32, batch_size=16, shuffle=False),
                            test=ToyLoader(n=32, batch_size=16, shuffle=False, seed=1))
+
+
+def config_from_recipe(recipe, **overrides):
+    from prunekit.app import method_config
+    return method_config(GateDecorator, recipe, overrides)
 
 
 def _tiny_config(**kw) -> GateDecoratorConfig:
@@ -249,7 +255,7 @@ def test_tick_prunes_exactly_p_of_the_remaining_channels_and_respects_the_floor(
     assert plan.remaining == 14 and plan.requested == plan.removed == 3
     assert plan.keep[resid].tolist() == [0, 2, 3, 4, 5] and plan.keep[inner].tolist() == [1, 3, 4, 5, 6, 7]
     # floor: the inner group keeps >= ceil(0.5 * 8) = 4 channels, its best ones; the count is still met elsewhere
-    floors = channel_floors(graph, floor_ratio=0.5)
+    floors = channel_floors(graph, min_keep=0.5)
     assert floors == {resid: 3, inner: 4}
     plan = plan_tick(graph, scores, amount=6, floors=floors)
     assert plan.removed == 6 and plan.widths == {resid: 4, inner: 4} and inner in plan.floor_hit
@@ -259,7 +265,7 @@ def test_tick_prunes_exactly_p_of_the_remaining_channels_and_respects_the_floor(
     assert plan.removed == 7 and plan.widths == {resid: 3, inner: 4}
     # physically, via the gates' scores (eq. 9 sums bn1 + bn3 on the residual group)
     gate_scores = {"bn1": scores[resid] / 2, "bn3": scores[resid] / 2, "bn2": scores[inner]}
-    plan = prune_tick(model, X, gate_scores, amount=0.25, floor_ratio=0.1)
+    plan = prune_tick(model, X, gate_scores, amount=0.25, min_keep=0.1)
     assert plan.removed == 3 and model.bn2.gate.shape == (6,) and model.conv1.out_channels == 5
     assert model(X).shape == (4, 4)
 
@@ -290,7 +296,7 @@ def test_gated_convolution_on_a_bn_free_net():
     x, y = torch.randn(32, 3, 8, 8), torch.randint(0, 4, (32,))
     theta = taylor_scores(model, [(x, y)])
     assert set(theta) == {"conv1", "conv2", "conv3"} and all((v >= 0).all() for v in theta.values())
-    plan = prune_tick(model, X, theta, amount=4, floor_ratio=0.1)
+    plan = prune_tick(model, X, theta, amount=4, min_keep=0.1)
     assert plan.removed == 4
     for g in find_gates(model):
         g.param.data.uniform_(0.5, 1.5)
@@ -358,14 +364,14 @@ def test_bad_input():
     with pytest.raises(ConfigError, match="prune_per_tick"):
         GateDecoratorConfig(target_macs=0.5, prune_per_tick=0)
     with pytest.raises(ConfigError, match="unknown"):
-        GateDecoratorConfig.from_dict({"target_macs": 0.5, "p": 0.1})
+        config_from_recipe({"gate_decorator": {"target_macs": 0.5, "p": 0.1}})
     with pytest.raises(ConfigError, match="epochs"):
         config_from_recipe({"gate_decorator": {"target_macs": 0.5}, "tock": {"epochs": 0}})
     cfg = config_from_recipe({"gate_decorator": {"target_macs": 0.5}, "tick": {"steps_per_epoch": 3},
                               "finetune": None}, tock={"epochs": 2})
     assert cfg.tick.steps_per_epoch == 3 and cfg.tick.lr == 1e-3 and cfg.tock.epochs == 2 and cfg.finetune is None
     with pytest.raises(ConfigError, match="floor"):  # infeasible at the floors: refused before any training
-        GateDecorator(_tiny_config(target_macs=0.05, floor_ratio=0.5)).run(_net(), _data(), "/nonexistent/x",
+        GateDecorator(_tiny_config(target_macs=0.05, min_keep=0.5)).run(_net(), _data(), "/nonexistent/x",
                                                                            latency=False)
     model = _net()
     add_gates(model)

@@ -7,7 +7,8 @@ import torch
 
 import prunekit
 from prunekit.errors import ConfigError
-from prunekit.graph import DependencyGraph, apply_widths, prune, resolve_width, select_top
+from prunekit.graph import DependencyGraph, resolve_width, select_top
+from prunekit.planning import apply_widths, plan, prune
 from prunekit.importance import get_importance, list_importances
 
 from _graph_nets import build, single_thread  # noqa: F401  (autouse fixture)
@@ -78,16 +79,17 @@ def test_protected_groups_are_untouched():
         prune(build("residual"), X, widths={"stem.0": 4}, protected=["stem.0"])
 
 
-@pytest.mark.parametrize("round_to,min_channels", [(1, 1), (1, 3), (4, 1), (8, 2)])
-def test_min_channels_and_round_to_at_extreme_ratio(round_to, min_channels):
+# ratio 0.99 asks for 1 channel of every group (sizes 8, 6, 16, 12): min_channels raises that, round_to rounds it
+# up to one multiple (capped at the group's size: the 6-channel group stays whole under round_to=8)
+@pytest.mark.parametrize("round_to,min_channels,widths", [(1, 1, (1, 1, 1, 1)), (1, 3, (3, 3, 3, 3)),
+                                                          (4, 1, (4, 4, 4, 4)), (8, 2, (8, 6, 8, 8))])
+def test_min_channels_and_round_to_at_extreme_ratio(round_to, min_channels, widths):
     m = build("residual")
-    sizes = {g.name: g.size for g in DependencyGraph(m, X).prunable_groups}
+    names = [g.name for g in DependencyGraph(m, X).prunable_groups]
+    assert names == ["stem.0", "a1.0", "proj.0", "b1.0"]
     prune(m, X, ratio=0.99, round_to=round_to, min_channels=min_channels)
     g = DependencyGraph(m, X)
-    for name, size in sizes.items():
-        w = g[name].size
-        assert w >= min(size, min_channels) and w >= 1
-        assert w == size or w % round_to == 0
+    assert tuple(g[name].size for name in names) == widths
     assert m(X).shape == (2, 5)
 
 
@@ -122,14 +124,14 @@ def test_apply_widths_with_scores_keeps_the_best():
         apply_widths(g, {"stem.0": 4}, scores={"stem.0": torch.ones(3)})
 
 
-def test_apply_widths_on_a_model_and_as_a_method():
+def test_apply_widths_on_a_model_and_as_a_plan():
     m = build("residual")
     apply_widths(m, {"a1.0": 2}, example_inputs=X)
     assert m.a1[0].out_channels == 2
     with pytest.raises(ConfigError, match="example_inputs"):
         apply_widths(m, {"a1.0": 1})
     g = DependencyGraph(m, X)
-    g.apply_widths({"b1.0": 3}, importance="l2")
+    g.apply_plan(plan(g, {"b1.0": 3}, keep="l2"))
     assert m.b1[0].out_channels == 3 and g["b1.0"].size == 3
 
 

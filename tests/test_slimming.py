@@ -14,7 +14,7 @@ import prunekit
 from prunekit.data import build_data
 from prunekit.errors import ConfigError
 from prunekit.methods import NetworkSlimming, SlimmingConfig, slim
-from prunekit.methods.slimming import GlobalThreshold, bn_gamma_scores
+from prunekit.methods.slimming import bn_gamma_scores
 from prunekit.train import Callback, L1Subgradient, TrainConfig, Trainer, TrainingInterrupted, bn_weights
 
 from _cli import run_cli
@@ -42,7 +42,7 @@ def test_global_threshold_prunes_exactly_the_lowest_gammas():
     x = torch.randn(2, 3, 8, 8)
     flat = sorted(v for g in gam for v in g)
     ratio = 6 / len(flat)  # the six smallest: .01 .02 .03 .04 .05 .06
-    plan = slim(model, x, ratio=ratio, max_layer_ratio=0.9)
+    plan = slim(model, x, ratio=ratio, min_keep=0.1)
     assert plan.threshold == pytest.approx(0.06)
     kept = [m.weight.detach().tolist() for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     expect = [[v for v in g if v > 0.06] for g in gam]
@@ -54,7 +54,7 @@ def test_global_threshold_prunes_exactly_the_lowest_gammas():
 def test_floor_holds_at_ratio_099():
     model = _chain((8, 16, 32))
     x = torch.randn(2, 3, 8, 8)
-    plan = slim(model, x, ratio=0.99, max_layer_ratio=0.75, min_channels=2)
+    plan = slim(model, x, ratio=0.99, min_keep=0.25, min_channels=2)
     sizes = [m.num_features for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert sizes == [2, 4, 8]  # 25% of each layer kept, never emptied
     assert len(plan.floor_hit) == 3
@@ -85,13 +85,25 @@ def test_tied_groups_pruned_consistently(name, size):
     x = torch.randn(2, 3, size, size)
     graph = prunekit.DependencyGraph(model, x)
     before = {g.name: g.size for g in graph.prunable_groups}
+    scores = bn_gamma_scores(graph, "mean")
+    tied = [g.name for g in graph.prunable_groups if len(g.bn_layers) > 1]
     plan = slim(model, x, ratio=0.4)
-    y = model(x)
-    assert y.shape == (2, 10)
+    assert model(x).shape == (2, 10)
     after = prunekit.DependencyGraph(model, x).widths()
-    cut = [n for n in before if after[n] < before[n]]
-    assert len(cut) >= 0.5 * len(before)  # pruned everywhere, residual/concat groups included
     assert plan.widths == {n: after[n] for n in plan.widths}
+    # exactly the channels below the global threshold go, in every group (floors aside), tied groups included
+    for n, s in scores.items():
+        expect = max(int((s > plan.threshold).sum()), plan_floor(before[n]))
+        assert after[n] == expect, n
+    assert tied and any(after[n] < before[n] for n in tied)
+    removed = sum(before[n] - after[n] for n in scores)
+    total = sum(before[n] for n in scores)
+    assert removed == int(0.4 * total) if not plan.floor_hit else removed < int(0.4 * total)
+
+
+def plan_floor(size: int, min_keep: float = 0.05) -> int:
+    import math
+    return max(1, math.ceil(min_keep * size - 1e-9))
 
 
 def test_target_macs_is_met():
@@ -165,7 +177,8 @@ def test_bad_input():
 def test_cli_slimming_end_to_end(tmp_path):
     out = tmp_path / "slim"
     args = ["prune", "slimming", "--model", "smallcnn", "--data", "digits", "--sparsity", "1e-3", "--ratio", "0.3",
-            "--sparsity-epochs", "1", "--finetune-epochs", "1", "--lr", "0.05", "--device", "cpu", "-o", str(out),
+            "--sparsity-train-epochs", "1", "--finetune-epochs", "1", "--set", "sparsity_train.lr=0.05",
+            "--set", "finetune.lr=0.05", "--device", "cpu", "-o", str(out),
             "--no-progress"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr[-2000:]

@@ -238,18 +238,20 @@ class MethodRun:
         self._baseline = {k: self.evaluate(model, k) for k in ("test", "val")}
 
     # ---- plots ----------------------------------------------------------------------------------------------
-    def plot_histograms(self, key: str, series: Mapping[str, Any], *, title: str, xlabel: str) -> None:
+    def plot_histograms(self, filename: str, series: Mapping[str, Any], *, title: str, xlabel: str) -> None:
+        """Histograms into ``output_dir/filename`` (artifact ``<stem>_png``)."""
         from prunekit.report import plot_histograms
 
-        self.artifacts[key] = str(plot_histograms(series, self.out / f"{key.removesuffix('_png')}.png",
-                                                  title=title, xlabel=xlabel))
+        path = plot_histograms(series, self.out / filename, title=title, xlabel=xlabel)
+        self.artifacts[f"{Path(filename).stem.removesuffix('_hist')}_png"] = str(path)
 
-    def plot_trajectory(self, key: str, x: list[float], ys: Mapping[str, list[float]], *, title: str,
+    def plot_trajectory(self, filename: str, x: list[float], ys: Mapping[str, list[float]], *, title: str,
                         xlabel: str, ylabel: str) -> None:
+        """Curves over ``x`` into ``output_dir/filename`` (artifact ``<stem>_png``)."""
         from prunekit.report import plot_trajectory
 
-        self.artifacts[key] = str(plot_trajectory(x, ys, self.out / f"{key.removesuffix('_png')}.png",
-                                                  title=title, xlabel=xlabel, ylabel=ylabel))
+        path = plot_trajectory(x, ys, self.out / filename, title=title, xlabel=xlabel, ylabel=ylabel)
+        self.artifacts[f"{Path(filename).stem}_png"] = str(path)
 
     # ---- the end ----------------------------------------------------------------------------------------------
     def finish(self, model: nn.Module) -> "PruneResult":

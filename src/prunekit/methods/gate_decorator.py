@@ -359,7 +359,7 @@ class GateDecoratorConfig:
             elif v is not None and not isinstance(v, TrainConfig):
                 raise ConfigError(f"{name} must be a TrainConfig or a mapping of its fields")
         if self.tick is None or self.tock is None:
-            raise ConfigError("tick and tock need a training configuration")
+            raise ConfigError("tick and tock need a training configuration (epochs >= 1)")
 
     def fits(self, macs: float, params: float, macs0: float, params0: float) -> bool:
         """True when both given targets are met."""
@@ -550,9 +550,9 @@ class GateDecorator(Method):
         if run.data.val is not None:
             ys["val top-1 after the tick (%)"] = [t["val_top1"] if t["val_top1"] is not None else float("nan")
                                                   for t in ticks_only]
-        run.plot_trajectory("trajectory_png", list(range(len(ticks_only))), ys,
+        run.plot_trajectory("trajectory.png", list(range(len(ticks_only))), ys,
                             title="Gate Decorator: after every tick", xlabel="tick", ylabel="%")
-        run.plot_histograms("gates_png", {"at start": phi0.numpy(), "before folding": phi1.numpy()},
+        run.plot_histograms("gates_hist.png", {"at start": phi0.numpy(), "before folding": phi1.numpy()},
                             title="gate values |φ|", xlabel="|φ|")
 
 

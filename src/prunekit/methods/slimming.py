@@ -160,7 +160,7 @@ class NetworkSlimming(Method):
             if c.finetune is not None:
                 model = run.train(f"pass{p}-finetune", model, c.finetune, data_offset=0)
         if "after sparsity" in gammas:
-            run.plot_histograms("gamma_png", {k: v.numpy() for k, v in gammas.items()},
+            run.plot_histograms("gamma_hist.png", {k: v.numpy() for k, v in gammas.items()},
                                 title="BN |γ| before / after sparsity training", xlabel="|γ|")
         return model
 
