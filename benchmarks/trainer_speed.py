@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from prunekit.models import create
-from prunekit.report.records import envelope, write_record
+from prunekit.report.records import envelope, git_sha, write_record
 from prunekit.train import Callback, TrainConfig
 from prunekit.train import trainer as new_trainer
 
@@ -120,7 +120,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()
-    head = _git("rev-parse", "HEAD").strip()
+    head, head_short = _git("rev-parse", "HEAD").strip(), git_sha()  # at the start: others may commit meanwhile
     new_is_head = not _git("status", "--porcelain", "--", TRAINER).strip()
     with tempfile.TemporaryDirectory() as tmp:
         old_trainer = load_old_trainer(args.old_ref, Path(tmp))
@@ -163,6 +163,7 @@ def main() -> None:
         note="shared CPU: absolute figures are noisy; the ratio comes from interleaved runs in one process; "
              "the thread CPU-time ratio is robust to other processes' load",
     )
+    rec["versions"]["prunekit"] = head_short
     write_record(rec, args.output)
     print(f"median steps/s old {med['old']['wall_steps_per_s']:.3f} new {med['new']['wall_steps_per_s']:.3f} "
           f"(wall, ratio {ratio['wall_steps_per_s']:.4f}); cpu ratio {ratio['cpu_steps_per_s']:.4f}; "
