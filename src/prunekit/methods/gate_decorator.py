@@ -454,7 +454,6 @@ class GateDecorator(Method):
         phi0 = torch.cat([g.values().abs().cpu() for g in find_gates(model)])
         self.trajectory = [{"stage": "start", "macs": self.macs0, "params": self.params0, "macs_kept": 1.0,
                             "params_kept": 1.0, "val_top1": run.baseline_top1.get("val")}]
-        self.stage_index = 0
         if c.warmup_tock:
             model = self.tock(run, "round0-tock", model)
         ticks, r = 0, 0
@@ -474,16 +473,15 @@ class GateDecorator(Method):
         phi1 = torch.cat([g.values().abs().cpu() for g in find_gates(model)])
         model = run.transform("fold", model, _fold, kind="fold")
         if c.finetune is not None:
-            model = run.train("finetune", model, c.finetune, data_offset=0)
+            model = run.train("finetune", model, c.finetune)
         self.report(run, model, ticks, r, phi0, phi1)
         return model
 
     def tock(self, run: MethodRun, name: str, model: nn.Module) -> nn.Module:
         """Fine-tune the whole gated network with L1 on the gates (triangular lr)."""
         c = self.config
-        self.stage_index += 1
         l1 = [L1Subgradient(c.sparsity, select=_GateSelector())] if c.sparsity > 0 else []
-        model = run.train(name, model, c.tock, l1, settings=self.settings, data_offset=1000 * self.stage_index)
+        model = run.train(name, model, c.tock, l1, settings=self.settings)
         last = self.trajectory[-1]
         self.trajectory.append({"stage": name, **{k: last[k] for k in ("macs", "params", "macs_kept", "params_kept")},
                                 "val_top1": run.last_metrics().get("val_top1")})
@@ -492,7 +490,6 @@ class GateDecorator(Method):
     def tick(self, run: MethodRun, name: str, model: nn.Module) -> nn.Module:
         """Train only the gates and the classifier while accumulating Θ, then prune the lowest channels."""
         c = self.config
-        self.stage_index += 1
         taylor = TaylorScores(c.score)
 
         def after(m: nn.Module, trainer) -> dict[str, Any]:
@@ -518,7 +515,7 @@ class GateDecorator(Method):
             return met
 
         model = run.train(name, model, c.tick, [TrainOnly(tick_trainable(model, self.classifier)), taylor],
-                          validate=False, after=after, settings=self.settings, data_offset=1000 * self.stage_index)
+                          validate=False, after=after, settings=self.settings)
         met = run.last_metrics()
         self.trajectory.append({"stage": name,
                                 **{k: met[k] for k in ("macs", "params", "macs_kept", "params_kept", "removed")},

@@ -148,7 +148,7 @@ class NetworkSlimming(Method):
         for p in range(1, c.passes + 1):
             if c.sparsity_train is not None and c.sparsity > 0:
                 model = run.train(f"pass{p}-sparsity", model, c.sparsity_train, [L1Subgradient(c.sparsity)],
-                                  settings={"sparsity": c.sparsity}, data_offset=0)
+                                  settings={"sparsity": c.sparsity})
                 gammas.setdefault("after sparsity", _gammas(model))
             if p == 1:
                 run.set_baseline(model)
@@ -158,7 +158,7 @@ class NetworkSlimming(Method):
             run.details["passes"].append(run.last_metrics())
             run.floor_hit += run.last_metrics().get("floor_hit", [])
             if c.finetune is not None:
-                model = run.train(f"pass{p}-finetune", model, c.finetune, data_offset=0)
+                model = run.train(f"pass{p}-finetune", model, c.finetune)
         if "after sparsity" in gammas:
             run.plot_histograms("gamma_hist.png", {k: v.numpy() for k, v in gammas.items()},
                                 title="BN |γ| before / after sparsity training", xlabel="|γ|")
