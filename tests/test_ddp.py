@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 from pathlib import Path
 
@@ -49,8 +48,10 @@ def test_ddp_gloo_two_processes_stay_in_sync(tmp_path):
 def test_ddp_cli_train(tmp_path):
     out = tmp_path / "run"
     r = run_cli(*TORCHRUN[2:], "-m", "prunekit", "train", "--model", "smallcnn", "--data", "digits",
-                "--epochs", "1", "--batch-size", "32", "-o", str(out), "--no-progress", "--device", "cpu",
-                module=TORCHRUN[:2], timeout=300)
+                "--epochs", "3", "--lr", "0.2", "--batch-size", "32", "-o", str(out), "--no-progress",
+                "--device", "cpu", module=TORCHRUN[:2], timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["test_top1"] > 10
+    # 10 classes: chance is 10%; three epochs over the two shards reach ~90%, so 75% asks for real learning
+    # (the two process start-ups dominate the time: one epoch is hardly faster)
+    assert summary["epochs"] == 3 and summary["test_top1"] > 75

@@ -12,20 +12,30 @@ import torch.nn.functional as F
 import prunekit
 from prunekit.graph import DependencyGraph, apply_widths
 
-from _graph_nets import (ALL_NETS, bit_identical_when_nothing_pruned, build, cbr, check_half, masked_then_pruned,
+from _graph_nets import (bit_identical_when_nothing_pruned, build, cbr, check_half, masked_then_pruned,
                          single_thread)  # noqa: F401  (autouse fixture)
 
 X = torch.randn(2, 3, 16, 16)
 
 
-@pytest.mark.parametrize("name", ["residual", "se", "convnext_like", "shared", "zero_pad", "literal_reshape"])
+# the prunable groups of each net (literal_reshape: its literal sizes pin every group)
+PRUNABLE = {"residual": {"stem.0", "a1.0", "proj.0", "b1.0"}, "se": {"stem.0", "body.3.fc1"},
+            "convnext_like": {"stem", "blocks.0.fc1", "blocks.1.fc1"}, "shared": {"c1.0", "c2.0"},
+            "zero_pad": {"stem.0", "r1.0.0"}, "literal_reshape": set()}
+
+
+@pytest.mark.parametrize("name", sorted(PRUNABLE))
 def test_invariants(name):
-    assert name in ALL_NETS
+    graph = DependencyGraph(build(name), X)
+    assert {g.name for g in graph.prunable_groups} == PRUNABLE[name]
     bit_identical_when_nothing_pruned(build(name), X)
-    err, _ = masked_then_pruned(build(name), X)
+    err, pruned = masked_then_pruned(build(name), X)
     assert err < 1e-5
+    # every exact prunable group really lost channels (so the error bound above is not vacuous)
+    assert all(pruned[g.name].size < g.size for g in graph.prunable_groups if g.exact)
     before, predicted, after = check_half(build(name), X)
-    assert predicted == after <= before
+    assert predicted == after
+    assert after < before if PRUNABLE[name] else after == before
 
 
 def test_squeeze_excitation_gate_is_tied_to_its_input():
@@ -133,7 +143,7 @@ def test_size_computed_from_same_tensor_follows_pruning():
 
 
 def test_stochastic_depth_and_torchvision_blocks():
-    tv = pytest.importorskip("torchvision")
+    pytest.importorskip("torchvision")
     from torchvision.ops import StochasticDepth
 
     class Net(nn.Module):
@@ -150,7 +160,12 @@ def test_stochastic_depth_and_torchvision_blocks():
 
     g = DependencyGraph(Net().eval(), X)
     assert g["a.0"].prunable and not g.warnings
-    assert tv is not None
+    # stochastic depth passes channels through: the residual add ties b's output to a's (one group)
+    assert {("a.0", "out"), ("b.0", "out"), ("fc", "in")} <= {(gm.name, gm.role) for gm in g["a.0"].members}
+    err, pruned = masked_then_pruned(g, X)
+    assert err < 1e-5 and pruned["a.0"].size < 8
+    before, predicted, after = check_half(g, X)
+    assert predicted == after < before
 
 
 def test_mean_over_channels_pins():

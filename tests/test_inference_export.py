@@ -12,6 +12,8 @@ from prunekit.io import fold_batchnorm, for_inference, load, save
 from prunekit.io.tracing import trace
 from prunekit.models import create, default_input_size
 
+from _tv_models import TORCHVISION_DISTINCT
+
 tv = pytest.importorskip("torchvision")
 
 
@@ -42,10 +44,8 @@ CASES = {  # name -> (builder, input shape, BN layers expected to remain after f
     "vgg11": (lambda: create("vgg11"), (2, 3, 32, 32), 0),
     # pre-activation (BN → ReLU → conv) everywhere: no BN directly follows a conv, nothing folds
     "densenet40": (lambda: create("densenet40"), (2, 3, 32, 32), None),
-    "tv:resnet18": (lambda: tv.models.resnet18(num_classes=10), (2, 3, 32, 32), 0),
-    "tv:mobilenet_v2": (lambda: tv.models.mobilenet_v2(num_classes=10), (2, 3, 32, 32), 0),
-    "tv:efficientnet_b0": (lambda: tv.models.efficientnet_b0(num_classes=10), (2, 3, 32, 32), 0),
-    "tv:convnext_tiny": (lambda: tv.models.convnext_tiny(num_classes=10), (2, 3, 32, 32), 0),
+    **{f"tv:{n}": (lambda n=n: tv.models.get_model(n, num_classes=10), (2, 3, 32, 32), 0)
+       for n in TORCHVISION_DISTINCT},
 }
 
 

@@ -17,10 +17,9 @@ from prunekit.graph import DependencyGraph
 
 from _graph_nets import (bit_identical_when_nothing_pruned, check_half, masked_then_pruned, randomize_bn,
                          single_thread)  # noqa: F401  (autouse fixture)
+from _tv_models import TORCHVISION
 
 ZOO = prunekit.models.list_models()
-TORCHVISION = ["resnet18", "resnet50", "vgg16_bn", "mobilenet_v2", "densenet121", "efficientnet_b0",
-               "convnext_tiny"]
 # option-A shortcuts pad channels by literal amounts: only the stage-1 part of the stream can shrink
 LOW_COVERAGE = {"zoo:resnet20:A": 0.70}
 
