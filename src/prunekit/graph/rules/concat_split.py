@@ -44,10 +44,10 @@ def cat(b: Builder, call: Call):
     dim = call.arg(1, "dim", call.kwargs.get("axis", 0)) or 0
     nd = call.out.ndim
     cd = norm_dim(dim, nd)
-    items = [(t, l) for t, l in zip(tensors, labs) if is_tensor(t) and t.ndim == nd]
+    items = [(t, lb) for t, lb in zip(tensors, labs) if is_tensor(t) and t.ndim == nd]
     other = [d for d in range(nd) if d != cd]
     out = _tie_aligned(b, call, items, [other] * len(items), other)
-    parts = [l.get(cd) if l else None for _, l in items]
+    parts = [lb.get(cd) if lb else None for _, lb in items]
     if any(p is not None for p in parts):
         reason = f"concatenated with a fixed-size tensor in '{call.where}'"
         for i, (t, _) in enumerate(items):
