@@ -21,11 +21,11 @@ How channel flow is computed (modules, top to bottom):
 """
 
 from prunekit.graph.api import keep_indices, resolve_width, select_top
-from prunekit.graph.dependency import Coverage, DependencyGraph
+from prunekit.graph.dependency import Coverage, DependencyGraph, LayerSignature
 from prunekit.graph.group import ChannelGroup, GroupMember, Member
 from prunekit.graph.plan import LayerResize, PruningPlan, TensorSlice
 from prunekit.graph.surgery import LayerSurgery, register_surgery
 from prunekit.graph.trace import GraphError
 
-__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "GroupMember", "LayerResize", "LayerSurgery",
+__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "LayerSignature", "GroupMember", "LayerResize", "LayerSurgery",
            "Member", "PruningPlan", "TensorSlice", "keep_indices", "register_surgery", "resolve_width", "select_top"]

@@ -35,11 +35,12 @@ class AnalyticCost:
         def row_of(key) -> int:
             return index[key]
 
-        for m in core.members:
+        def row(cls: np.ndarray) -> tuple[np.ndarray, float]:
+            """Channel count of positions with classes ``cls`` as ``a · widths + c``."""
             a = np.zeros(g_count)
             c = 0.0
-            grp = core.class_group[m.cls]
-            pin = core.class_pinned[m.cls]
+            grp = core.class_group[cls]
+            pin = core.class_pinned[cls]
             inside = grp >= 0
             c += float((~inside).sum())
             if inside.any():
@@ -49,9 +50,25 @@ class AnalyticCost:
                 ok = free > 0
                 a[ok] = up[ok] / free[ok]
                 c += float(pp.sum() - (a * pinned).sum() + up[~ok].sum())
+            return a, c
+
+        for m in core.members:
+            a, c = row(m.cls)
             index[m.key] = len(rows_a)
             rows_a.append(a)
             consts.append(c)
+        self.record_rows: list[tuple[int | None, int | None]] = []
+        for r in core.records:
+            pair = []
+            for cls in (r.in_cls, r.out_cls):
+                if cls is None:
+                    pair.append(None)
+                    continue
+                a, c = row(cls)
+                pair.append(len(rows_a))
+                rows_a.append(a)
+                consts.append(c)
+            self.record_rows.append((pair[0], pair[1]))
         one = len(rows_a)
         rows_a.append(np.zeros(g_count))
         consts.append(1.0)
@@ -108,6 +125,7 @@ class AnalyticCost:
         self.p2_rb = np.array([r for _, _, r in self.p2], dtype=np.int64)
 
     def widths_of(self, w: np.ndarray) -> np.ndarray:
+        """Channel count of every member / layer-record row at group widths ``w``."""
         return self.A @ w + self.c
 
     def macs(self, w: np.ndarray) -> float:

@@ -38,6 +38,28 @@ class LayerCost:
     factors: tuple[Any, Any]
 
 
+@dataclass(eq=False)
+class LayerRecord:
+    """One call of a leaf layer as traced: type, constructor attributes that set its cost (kernel, stride,
+    groups...), per-sample input/output shapes, dtype, and the channel classes of its input and output channel
+    dims (None where the tensor has no channel dim or the channels are not tracked)."""
+
+    name: str
+    type: str
+    attrs: dict[str, Any]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    dtype: str
+    in_dim: int | None
+    out_dim: int | None
+    in_cls: np.ndarray | None = field(default=None, repr=False)
+    out_cls: np.ndarray | None = field(default=None, repr=False)
+
+
+_SIGNATURE_ATTRS = ("kernel_size", "stride", "padding", "dilation", "groups", "output_size", "scale_factor",
+                    "mode", "p", "eps")
+
+
 @dataclass
 class Core:
     """Class-level state of a graph. Classes are numbered ``0..K-1``."""
@@ -52,16 +74,20 @@ class Core:
     members: list[Member]
     layers: list[LayerCost]
     warnings: list[str] = field(default_factory=list)
+    records: list[LayerRecord] = field(default_factory=list)
 
     def filtered(self, kept: np.ndarray) -> "Core":
         """The core after removing every class where ``kept`` (shape ``(K,)``) is False."""
         new_id = np.cumsum(kept) - 1
         for m in self.members:
             m.cls = new_id[m.cls[kept[m.cls]]]
+        for r in self.records:
+            r.in_cls = new_id[r.in_cls[kept[r.in_cls]]] if r.in_cls is not None else None
+            r.out_cls = new_id[r.out_cls[kept[r.out_cls]]] if r.out_cls is not None else None
         reasons = {int(new_id[c]): r for c, r in self.class_reason.items() if kept[c]}
         return Core(int(kept.sum()), self.class_group[kept], self.class_pinned[kept], self.class_inexact[kept],
                     reasons, self.group_names, [new_id[c[kept[c]]] for c in self.group_classes], self.members,
-                    self.layers, self.warnings)
+                    self.layers, self.warnings, self.records)
 
 
 class Builder:
@@ -82,6 +108,7 @@ class Builder:
         self.module_out: dict[str, Ids] = {}
         self.param_ids: dict[tuple[str, int], tuple[Ids, int]] = {}
         self.layers: list[LayerCost] = []
+        self.records: list[tuple[LayerRecord, Any, Any]] = []
         self.record_layers = True
         self.called_leaves: set[str] = set()
         self.param_owners: dict[str, tuple[str, str]] = {}   # param qualname -> (owner qualname, attr)
@@ -188,6 +215,29 @@ class Builder:
         if self.record_layers:
             self.layers.append(LayerCost(name, int(coef), (a, b)))
 
+    def add_record(self, name: str, module: nn.Module, x: Any, out: Any, in_labels: Any, out_labels: Any) -> None:
+        """Record one leaf-layer call (its signature; see ``LayerRecord``)."""
+        if not self.record_layers or not hasattr(out, "shape") or not hasattr(x, "shape"):
+            return
+        last = isinstance(module, (nn.Linear, nn.LayerNorm))
+
+        def channel_dim(t: Any) -> int | None:
+            if t.ndim < 2:
+                return None
+            return t.ndim - 1 if last else 1
+
+        di, do = channel_dim(x), channel_dim(out)
+        ids_in = in_labels.get(di) if isinstance(in_labels, dict) and di is not None else None
+        ids_out = out_labels.get(do) if isinstance(out_labels, dict) and do is not None else None
+        attrs = {}
+        for a in _SIGNATURE_ATTRS:
+            v = getattr(module, a, None)
+            if isinstance(v, (int, float, str, tuple)) and not isinstance(v, bool):
+                attrs[a] = list(v) if isinstance(v, tuple) else v
+        rec = LayerRecord(name, type(module).__name__, attrs, tuple(int(s) for s in x.shape[1:]),
+                          tuple(int(s) for s in out.shape[1:]), str(out.dtype).replace("torch.", ""), di, do)
+        self.records.append((rec, ids_in, ids_out))
+
     # ---- reduction ----------------------------------------------------------------------------------------
     def finalize(self) -> Core:
         for key, reason in self.fixed_members.items():
@@ -267,5 +317,10 @@ class Builder:
                                   cls=cls_of_id[rec["ids"]]))
         for msg in self.warnings:
             warnings.warn(msg, stacklevel=3)
+        records = []
+        for rec, ids_in, ids_out in self.records:
+            rec.in_cls = cls_of_id[ids_in] if ids_in is not None else None
+            rec.out_cls = cls_of_id[ids_out] if ids_out is not None else None
+            records.append(rec)
         return Core(k, class_group, pinned, inexact, reasons, names, group_classes, members, self.layers,
-                    list(self.warnings))
+                    list(self.warnings), records)

@@ -50,6 +50,25 @@ class Coverage:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class LayerSignature:
+    """What one layer call costs depends on: ``name`` (qualified module name), ``type`` (class name), ``attrs``
+    (sorted (name, value) pairs: kernel_size, stride, padding, dilation, groups...), per-sample ``in_shape`` /
+    ``out_shape`` (channels first for conv-like layers, last for Linear/LayerNorm) and ``dtype``. Hashable:
+    identical signatures (other than ``name``) cost the same — ``key`` drops the name."""
+
+    name: str
+    type: str
+    attrs: tuple[tuple[str, object], ...]
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def key(self) -> tuple:
+        return (self.type, self.attrs, self.in_shape, self.out_shape, self.dtype)
+
+
 class DependencyGraph:
     """Channel groups of ``model`` traced with ``example_inputs`` (a tensor or a tuple of tensors, batch first).
 
@@ -231,6 +250,30 @@ class DependencyGraph:
     def params(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None) -> int:
         """Number of parameters at the given group widths (default: current)."""
         return int(round(self._cost.params(self.width_vector(widths))))
+
+    def layer_signatures(self, widths: Mapping[str, int] | Sequence[int] | np.ndarray | None = None
+                         ) -> list[LayerSignature]:
+        """One :class:`LayerSignature` per leaf-layer call (every layer, in execution order: conv, BN,
+        activations, pooling, linear...), with its input/output channel counts at ``widths`` (default: current);
+        the keys of a latency look-up table. Channel counts are exact when ``exact_cost``."""
+        counts = self._cost.widths_of(self.width_vector(widths))
+        out = []
+        for rec, (ri, ro) in zip(self._core.records, self._cost.record_rows):
+            cin = int(round(counts[ri])) if ri is not None else None
+            cout = int(round(counts[ro])) if ro is not None else None
+            in_shape, out_shape = list(rec.in_shape), list(rec.out_shape)
+            if cin is not None:
+                in_shape[rec.in_dim - 1] = cin
+            if cout is not None:
+                out_shape[rec.out_dim - 1] = cout
+            attrs = dict(rec.attrs)
+            if "groups" in attrs and attrs["groups"] > 1 and rec.type.startswith("Conv") and cin is not None \
+                    and rec.in_shape[rec.in_dim - 1] == attrs["groups"]:
+                attrs["groups"] = cin  # depthwise stays depthwise
+            out.append(LayerSignature(rec.name, rec.type, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                                                       for k, v in attrs.items())),
+                                      tuple(in_shape), tuple(out_shape), rec.dtype))
+        return out
 
     def coverage(self) -> Coverage:
         """Share of conv output channels that sit in prunable groups and are not pinned."""

@@ -220,6 +220,8 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                     raise
             if rule not in SIZE_AWARE and rule not in _SIZE_PASS:
                 _pin_sizes(b, call, (largs, lkwargs))
+            if op == "call_module" and args:
+                b.add_record(node.target, module, args[0], value, largs[0] if largs else None, lab)
         env[node] = value
         labels[node] = lab
 
