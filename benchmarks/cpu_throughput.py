@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> None:
         one = row.get("single_thread_cpu_time")
         print(f"{name:12s} train {row['train_img_s']:8.1f} img/s   eval {row['eval_img_s']:8.1f} img/s   "
               f"cpu share {row['cpu_share']:.2f}"
-              + (f"   | 1 thread (CPU time): train {one['train_img_s']:.1f} eval {one['eval_img_s']:.1f}" if one else ""),
+              + (f"   | 1 thread (CPU time): train {one['train_img_s']:.1f} eval {one['eval_img_s']:.1f}"
+                 if one else ""),
               flush=True)
 
     result = envelope("cpu-throughput", cpu_description()) | {

@@ -10,7 +10,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import prunekit
-from prunekit.graph import DependencyGraph, apply_widths, select_top
+from prunekit.graph import DependencyGraph, select_top
+from prunekit.planning import apply_widths
 from prunekit.graph.surgery import surgery_for
 
 
@@ -371,7 +372,8 @@ class LiteralReshapeNet(nn.Module):
         return self.o(z).mean(1)
 
 
-ALL_NETS = {"residual": ResidualNet, "concat": ConcatNet, "chunk_shuffle": ChunkShuffleNet, "split_slice": SplitSliceNet,
+ALL_NETS = {"residual": ResidualNet, "concat": ConcatNet, "chunk_shuffle": ChunkShuffleNet,
+            "split_slice": SplitSliceNet,
             "grouped": GroupedNet, "se": SENet, "convnext_like": ConvNeXtLike, "shared": SharedNet,
             "zero_pad": ZeroPadShortcutNet, "literal_reshape": LiteralReshapeNet}
 

@@ -76,7 +76,7 @@ def test_outputs_match_with_fewer_modules(name: str) -> None:
 
 def test_pruned_model_folds() -> None:
     try:
-        from prunekit.graph import prune
+        from prunekit.planning import prune
     except ImportError:
         pytest.skip("prunekit.graph.prune is not available yet")
     torch.manual_seed(0)

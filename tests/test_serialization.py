@@ -199,7 +199,7 @@ def test_loaded_model_resaves_and_pickles(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------- pruned
 def _prune():
     try:
-        from prunekit.graph import prune
+        from prunekit.planning import prune
     except ImportError:
         pytest.skip("prunekit.graph.prune is not available yet")
     return prune

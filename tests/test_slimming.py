@@ -68,7 +68,6 @@ def test_sparsity_training_shrinks_gamma():
         torch.manual_seed(0)
         m = prunekit.models.create("smallcnn", in_channels=3)
         cfg = TrainConfig(epochs=2, lr=0.05, progress=False)
-        from prunekit.train import L1Subgradient, Trainer, bn_weights
 
         Trainer(m, data.train, config=cfg, callbacks=[L1Subgradient(s)] if s else []).fit()
         results[s] = torch.cat([g.detach().abs() for g in bn_weights(m)]).mean().item()

@@ -27,5 +27,6 @@ from prunekit.train import Trainer, TrainConfig  # noqa: E402
 
 __all__ = ["__version__", "models", "Cost", "LatencyResult", "count", "measure_latency", "peak_memory",
            "CheckpointError", "ConfigError", "DataError", "PrunekitError", "UnknownModelError",
-           "ChannelGroup", "DependencyGraph", "PruningPlan", "Widths", "apply_widths", "prune", "export_onnx", "for_inference", "load",
+           "ChannelGroup", "DependencyGraph", "PruningPlan", "Widths", "apply_widths", "prune", "export_onnx",
+           "for_inference", "load",
            "save", "Trainer", "TrainConfig"]

@@ -55,8 +55,7 @@ def prune_main(ctx: typer.Context,
 
         for name in list_methods():
             m = get_method(name)
-            first = (inspect.getdoc(m) or m.title).splitlines()[0]
-            console.print(f"{name.replace('_', '-'):16s} {m.title}: {first}")
+            print(f"{name.replace('_', '-'):16s} {m.summary}")
         raise typer.Exit()
     if ctx.invoked_subcommand is None:
         console.print(ctx.get_help())
@@ -103,7 +102,8 @@ def _method_options(method) -> list[inspect.Parameter]:
         if f.name in train_fields(cls):
             default = f.default_factory() if f.default_factory is not MISSING else f.default  # type: ignore[misc]
             shown = f" [default: {default.epochs}]" if default is not None else " [default: off]"
-            params.append(inspect.Parameter(f"phase__{f.name}", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[int],
+            params.append(inspect.Parameter(f"phase__{f.name}", inspect.Parameter.KEYWORD_ONLY,
+                                            annotation=Optional[int],
                                             default=typer.Option(None, f"{flag}-epochs", help=f"Epochs of the "
                                                                  f"{f.name} phase (0 disables it).{shown}")))
             continue
@@ -130,7 +130,7 @@ def _make_command(name: str):
     run_params = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, annotation=t, default=d)
                   for n, t, d in _RUN_OPTIONS]
     command.__signature__ = inspect.Signature(run_params + _method_options(method))  # type: ignore[attr-defined]
-    command.__doc__ = (inspect.getdoc(method) or method.title).split("\n\n")[0]
+    command.__doc__ = f"{method.title}: {method.summary} Options override the --recipe; see `prunekit prune --list`."
     command.__name__ = f"prune_{name}"
     return command
 

@@ -27,5 +27,6 @@ from prunekit.graph.plan import LayerResize, PruningPlan, TensorSlice
 from prunekit.graph.surgery import LayerSurgery, register_surgery
 from prunekit.graph.trace import GraphError
 
-__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "LayerSignature", "GroupMember", "LayerResize", "LayerSurgery",
+__all__ = ["ChannelGroup", "Coverage", "DependencyGraph", "GraphError", "LayerSignature", "GroupMember", "LayerResize",
+           "LayerSurgery",
            "Member", "PruningPlan", "TensorSlice", "keep_indices", "register_surgery", "resolve_width", "select_top"]

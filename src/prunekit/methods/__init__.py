@@ -5,11 +5,11 @@ runs one (the shared harness is :class:`~prunekit.methods.base.MethodRun`).
 """
 
 from prunekit.methods.base import Method, MethodRun, RunInfo, get_method, list_methods, register_method
+from prunekit.methods.magnitude import MagnitudeConfig, UniformL1, UniformL2  # registration order = --list order
+from prunekit.methods.slimming import NetworkSlimming, SlimmingConfig, slim  # noqa: I001
 from prunekit.methods.gate_decorator import GateDecorator, GateDecoratorConfig
 from prunekit.methods.gates import add_gates, fold_gates
-from prunekit.methods.magnitude import MagnitudeConfig, UniformL1, UniformL2
 from prunekit.methods.result import PruneResult
-from prunekit.methods.slimming import NetworkSlimming, SlimmingConfig, slim
 
 __all__ = ["Method", "MethodRun", "RunInfo", "get_method", "list_methods", "register_method", "PruneResult",
            "GateDecorator", "GateDecoratorConfig", "add_gates", "fold_gates", "MagnitudeConfig", "UniformL1",

@@ -23,7 +23,7 @@ import difflib
 import hashlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping
 
 import torch
 import torch.nn as nn
@@ -33,16 +33,25 @@ from prunekit.graph import DependencyGraph
 from prunekit.train import Callback, TrainConfig, evaluate
 from prunekit.train.pipeline import Artifact, Pipeline, StageRecord
 
+if TYPE_CHECKING:  # pragma: no cover
+    from prunekit.methods.result import PruneResult
+
 _METHODS: dict[str, type["Method"]] = {}
 
 
-def register_method(name: str, *, config: type, title: str | None = None) -> Callable[[type], type]:
+def register_method(name: str, *, config: type, title: str | None = None,
+                    summary: str | None = None) -> Callable[[type], type]:
     """Class decorator: registers a :class:`Method` subclass under ``name`` (snake_case; the CLI spells it
-    kebab-case) with its config dataclass."""
+    kebab-case) with its config dataclass; ``summary`` (one line for ``prunekit prune --list`` and ``--help``)
+    defaults to the first sentence of the method module's docstring."""
     def wrap(cls: type[Method]) -> type[Method]:
         if name in _METHODS:
             raise ValueError(f"method {name!r} is registered twice")
+        import sys
+
+        doc = " ".join((sys.modules[cls.__module__].__doc__ or "").split())
         cls.name, cls.config_class, cls.title = name, config, title or cls.__name__
+        cls.summary = summary or (doc.split(". ")[0].rstrip(".") + "." if doc else cls.title)
         _METHODS[name] = cls
         return cls
     return wrap
@@ -84,6 +93,7 @@ class Method:
 
     name: ClassVar[str] = "method"
     title: ClassVar[str] = "method"
+    summary: ClassVar[str] = ""
     config_class: ClassVar[type] = object
 
     def __init__(self, config: Any):
@@ -106,8 +116,6 @@ class Method:
         (resumable: re-running the same call continues; other settings stop with a clear error unless
         ``restart``) and report. ``callbacks`` join every training stage. Returns the :class:`PruneResult`;
         writes ``result.json``, ``widths.png``, method plots and ``model.safetensors`` into ``output_dir``."""
-        from prunekit.methods.result import PruneResult  # noqa: F401  (the return type)
-
         run = MethodRun(self, model, data, output_dir, device=device, log=log, latency=latency,
                         callbacks=callbacks, restart=restart, info=info)
         self.check(run, run.model)

@@ -535,7 +535,8 @@ class GateDecorator(Method):
         traj = self.trajectory
         run.details.update({
             "ticks": ticks, "rounds": rounds, "trajectory": [_round_dict(t) for t in traj],
-            "floor_hit": [n for n in self.scored if widths.get(n, run.widths0[n]) <= self.floors[n]], "floors": self.floors,
+            "floor_hit": [n for n in self.scored if widths.get(n, run.widths0[n]) <= self.floors[n]],
+            "floors": self.floors,
             "scored_groups": self.scored, "ungated_groups": [n for n in run.widths0 if n not in self.scored],
             "macs_kept": graph.macs() / self.macs0, "params_kept": graph.params() / self.params0,
             "stages": {"ticks": ticks, "tocks": sum(1 for t in traj if t["stage"].endswith("-tock")),

@@ -104,14 +104,16 @@ class _Uniform(Method):
         return model
 
 
-@register_method("l1", config=MagnitudeConfig, title="Uniform L1")
+@register_method("l1", config=MagnitudeConfig, title="Uniform L1",
+                 summary="Uniform magnitude pruning: the same fraction of every group, lowest-L1 filters removed.")
 class UniformL1(_Uniform):
     """Uniform pruning keeping the filters of largest L1 norm."""
 
     importance = "l1"
 
 
-@register_method("l2", config=MagnitudeConfig, title="Uniform L2")
+@register_method("l2", config=MagnitudeConfig, title="Uniform L2",
+                 summary="Uniform magnitude pruning: the same fraction of every group, lowest-L2 filters removed.")
 class UniformL2(_Uniform):
     """Uniform pruning keeping the filters of largest L2 norm."""
 

@@ -74,7 +74,8 @@ class DenseNet(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("densenet40", description="DenseNet-40 (k=12, no bottleneck/compression; Network Slimming), 1.06M params")
+@register_model("densenet40",
+                description="DenseNet-40 (k=12, no bottleneck/compression; Network Slimming), 1.06M params")
 def densenet40(num_classes: int = 10, in_channels: int = 3, growth_rate: int = 12,
                stem_channels: int | None = None) -> DenseNet:
     """DenseNet-40, growth rate 12; stem ``2 * growth_rate`` channels unless ``stem_channels`` is given."""

@@ -83,7 +83,8 @@ class MobileNetV2(nn.Module):
         return self.head(self.features(x))
 
 
-@register_model("mobilenetv2", description="MobileNetV2 with CIFAR strides (stem and 24-ch stage stride 1), 2.2M params")
+@register_model("mobilenetv2",
+                description="MobileNetV2 with CIFAR strides (stem and 24-ch stage stride 1), 2.2M params")
 def mobilenetv2(num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0) -> MobileNetV2:
     """MobileNetV2 for 32x32 images; ``width_mult`` scales the widths."""
     return MobileNetV2(num_classes, in_channels, width_mult)

@@ -18,8 +18,8 @@
 ``resnet164``: the pre-activation bottleneck ResNet used by Network Slimming (``depth = 9n + 2``, n = 18 blocks
 per stage): blocks ``BN-ReLU-conv1x1(planes) - BN-ReLU-conv3x3(planes) - BN-ReLU-conv1x1(4 planes)`` with
 planes 16/32/64 (block outputs 64/128/256), a 1x1 conv projection (no BN) on the raw input where the shape
-changes, a final BN-ReLU before the pool. 1,703,258 params (paper: 1.70M), 247.6M MACs. Network Slimming's ``channel_selection``
-mask layer is left out: prunekit removes channels physically.
+changes, a final BN-ReLU before the pool. 1,703,258 params (paper: 1.70M), 247.6M MACs. Network Slimming's
+``channel_selection`` mask layer is left out: prunekit removes channels physically.
 """
 
 from __future__ import annotations

@@ -115,7 +115,8 @@ class Call:
         if node.op == "call_method":
             return f"Tensor.{node.target}"
         t = node.target
-        return f"{getattr(t, '__module__', None) or ''}.{getattr(t, '__qualname__', None) or getattr(t, '__name__', repr(t))}".lstrip(".")
+        qual = getattr(t, '__qualname__', None) or getattr(t, '__name__', repr(t))
+        return f"{getattr(t, '__module__', None) or ''}.{qual}".lstrip(".")
 
 
 def function_rule_for(target: Any) -> Rule | None:
