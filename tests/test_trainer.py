@@ -133,8 +133,8 @@ def test_loss_term_is_added():
 
 @pytest.mark.parametrize("schedule", ["constant", "step", "cosine", "onecycle", "triangular"])
 def test_schedules_shape(schedule):
-    cfg = TrainConfig(epochs=100, schedule=schedule, warmup_epochs=5 if schedule in ("constant", "step", "cosine") else 0,
-                      min_lr=0.01)
+    warmup = 5 if schedule in ("constant", "step", "cosine") else 0
+    cfg = TrainConfig(epochs=100, schedule=schedule, warmup_epochs=warmup, min_lr=0.01)
     f = [lr_factor(cfg, e) for e in range(101)]
     assert all(0 <= x <= 1 + 1e-9 for x in f)
     if schedule == "step":
