@@ -383,3 +383,28 @@ def test_bad_options_are_config_errors():
         build_data("digits", image_size=32)
     with pytest.raises(ConfigError, match="rank"):
         build_data("digits", rank=2, world_size=2)
+
+
+def test_cifar_image_size_downsamples_once_at_load(tmp_path):
+    folder = write_npz_layout(tmp_path / "cifar10", per_chunk=20, chunks=1, n_test=10)
+    full = build_data("cifar10", data_dir=folder, batch_size=10, augment=False)
+    small = build_data("cifar10", data_dir=folder, batch_size=10, augment=False, image_size=16)
+    assert small.spec.image_size == 16 and small.spec.input_shape == (3, 16, 16)
+    x, _ = _collect(small.test)
+    assert x.shape == (10, 3, 16, 16)
+    # area averaging of the uint8 pixels: each 16x16 pixel is the rounded mean of a 2x2 block of the original
+    with np.load(folder / "test.npz") as z:
+        raw = z["images"].transpose(0, 3, 1, 2).astype(np.float64)
+    expected = np.round(raw.reshape(10, 3, 16, 2, 16, 2).mean(axis=(3, 5)))
+    mean = torch.tensor(small.spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(small.spec.std).view(1, 3, 1, 1)
+    pixels = ((x.cpu().double() * std + mean) * 255).numpy()
+    assert np.abs(pixels - expected).max() < 1e-3
+    xf, _ = _collect(full.test)
+    assert xf.shape == (10, 3, 32, 32)
+    # augmentation still works at 16 px (crop padding scaled to 2), and enlarging is bilinear
+    aug = build_data("cifar10", data_dir=folder, batch_size=10, image_size=16)
+    assert next(iter(aug.train))[0].shape == (10, 3, 16, 16)
+    assert build_data("cifar10", data_dir=folder, batch_size=10, image_size=40).spec.image_size == 40
+    with pytest.raises(DataError, match="image_size"):
+        build_data("cifar10", data_dir=folder, image_size=0)

@@ -30,7 +30,7 @@ _DATASETS: dict[str, DatasetEntry] = {e.name: e for e in (
     DatasetEntry("digits", "offline default: scikit-learn's 1,797 real 8x8 digits, 1x8x8, 10 classes "
                  "(fixed stratified 20% test split)", (), True),
     DatasetEntry("cifar10", "CIFAR-10, 3x32x32, 10 classes, 50k/10k; --data-dir in npz or torchvision layout, "
-                 "or --download", (), True),
+                 "or --download; image_size resizes at load (e.g. 16)", (), True),
     DatasetEntry("cifar100", "CIFAR-100 (fine labels), 3x32x32, 100 classes, 50k/10k; --data-dir in npz or "
                  "torchvision layout, or --download", (), True),
     DatasetEntry("synthetic", "random learnable images (class pattern + noise), 3x32x32, 10 classes, 5000/1000; "
@@ -69,7 +69,7 @@ def _load_arrays(entry: DatasetEntry, data_dir: str | Path | None, download: boo
     if entry.name == "synthetic":
         return synthetic.make_synthetic(seed=seed, **options,
                                         **({} if image_size is None else {"image_size": image_size}))
-    return cifar.load_cifar(entry.name, data_dir, download)
+    return cifar.load_cifar(entry.name, data_dir, download, image_size=image_size)
 
 
 def _split_train(labels: np.ndarray, val_split: float, train_subset: int | None, seed: int
@@ -110,7 +110,9 @@ def build_data(name: str, *, data_dir: str | Path | None = None, batch_size: int
         train_subset: use only this many training images (seeded random, class balanced), for tiny runs.
         num_workers: decoding workers (imagefolder only).
         rank, world_size: distributed sharding: each rank gets a disjoint share of every epoch.
-        image_size: imagefolder crop size (default 224); synthetic image size (default 32).
+        image_size: imagefolder crop size (default 224); synthetic image size (default 32); cifar: resize the
+            uint8 images once at load (area averaging when shrinking, e.g. 16 for cheap CPU runs; the crop
+            padding scales with it: 2 px at 16).
         channels_last: yield batches in channels_last memory format.
         options: dataset-specific options (synthetic: num_train, num_test, num_classes, in_channels).
 
@@ -152,8 +154,8 @@ def build_data(name: str, *, data_dir: str | Path | None = None, batch_size: int
     data = _load_arrays(entry, data_dir, download, seed, image_size, options)
     if image_size is not None and image_size != data.spec.image_size:
         raise ConfigError(f"image_size={image_size}: {entry.name} images are {data.spec.image_size}x"
-                          f"{data.spec.image_size} and are not resized (image_size applies to imagefolder and "
-                          f"synthetic)")
+                          f"{data.spec.image_size} and are not resized (image_size applies to imagefolder, "
+                          f"synthetic, cifar10 and cifar100)")
     train_idx, val_idx = (torch.from_numpy(i) for i in
                           _split_train(data.train_labels.numpy(), val_split, train_subset, seed))
     tensor = dict(common, mean=data.spec.mean, std=data.spec.std, pixel_scale=data.pixel_scale)

@@ -11,6 +11,8 @@
     needs internet and torchvision (``pip install 'prunekit[vision]'``).
 
 Both layouts may sit directly in ``data_dir`` or in ``data_dir/<name>`` (e.g. ``--data-dir ../shared/data``).
+``image_size`` (e.g. 16) resizes every image once, at load, on the uint8 arrays (area averaging when shrinking,
+bilinear when enlarging; rounded back to uint8); the crop padding of the augmentation scales with it (4 px at 32).
 """
 
 from __future__ import annotations
@@ -205,11 +207,46 @@ def download(variant: CifarVariant, root: Path) -> None:
                         f"Download {cls.url} by hand, extract it, and point --data-dir at the result.") from e
 
 
-def load_cifar(name: str, data_dir: str | Path | None, download_missing: bool = False) -> ArrayData:
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 5000) -> torch.Tensor:
+    """uint8 (N, C, H, W) images resized to ``size`` x ``size``: area averaging when shrinking (an integer factor
+    averages exact pixel blocks), bilinear when enlarging; rounded to the nearest uint8. Works in chunks of
+    ``chunk`` images so a 50k-image set never needs a full float copy."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    shrink = size < images.shape[-1]
+    out = []
+    for part in images.split(chunk):
+        x = part.float()
+        x = (torch.nn.functional.interpolate(x, size=(size, size), mode="area") if shrink else
+             torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False))
+        out.append(x.round_().clamp_(0, 255).to(torch.uint8))
+    return torch.cat(out).contiguous()
+
+
+def resize_arrays(data: ArrayData, image_size: int) -> ArrayData:
+    """``data`` with every image resized to ``image_size`` once (see :func:`resize_uint8`); ``spec.image_size``
+    and the crop padding (4 px at 32, scaled, at least 1) follow."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        raise DataError(f"image_size={image_size!r} must be a positive integer")
+    if image_size == data.spec.image_size:
+        return data
+    scale = image_size / data.spec.image_size
+    spec = DataSpec(data.spec.name, data.spec.num_classes, data.spec.in_channels, image_size, data.spec.mean,
+                    data.spec.std)
+    padding = max(1, round(data.crop_padding * scale)) if data.crop_padding else 0
+    return ArrayData(resize_uint8(data.train_images, image_size), data.train_labels,
+                     resize_uint8(data.test_images, image_size), data.test_labels, spec=spec,
+                     pixel_scale=data.pixel_scale, crop_padding=padding, flip=data.flip)
+
+
+def load_cifar(name: str, data_dir: str | Path | None, download_missing: bool = False,
+               image_size: int | None = None) -> ArrayData:
     """CIFAR-10/100 from ``data_dir`` in the npz or the torchvision layout (detected), downloading if asked.
 
-    Returns uint8 (N, 3, 32, 32) images (50,000 train / 10,000 test for the full sets) and int64 labels.
-    Raises ``DataError`` naming the directory and both layouts when nothing usable is found.
+    Returns uint8 (N, 3, 32, 32) images (50,000 train / 10,000 test for the full sets) and int64 labels;
+    with ``image_size`` (e.g. 16) the images are resized once here (:func:`resize_arrays`) and
+    ``spec.image_size`` says so. Raises ``DataError`` naming the directory and both layouts when nothing usable
+    is found.
     """
     variant = VARIANTS[name]
     if data_dir is None and not download_missing:
@@ -224,4 +261,5 @@ def load_cifar(name: str, data_dir: str | Path | None, download_missing: bool = 
         state = "does not exist" if not root.exists() else (
             "is not a directory" if not root.is_dir() else f"holds no {variant.title} files")
         raise DataError(f"no {variant.title} data in --data-dir '{root}' (it {state}).\n" + layout_help(variant))
-    return read_layout(*found, variant)
+    data = read_layout(*found, variant)
+    return data if image_size is None else resize_arrays(data, image_size)
