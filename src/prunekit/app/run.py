@@ -28,9 +28,14 @@ def run_method(name: str, recipe: Mapping[str, Any], output: str | Path, *,
     net, loaders, model_name, data_settings = prepare_run(
         recipe, model=model, checkpoint=checkpoint, data=data, data_dir=data_dir, batch_size=batch_size,
         val_split=val_split, train_subset=train_subset, device=device)
-    data_settings.pop("data_dir", None)  # where the files are does not change the run
+    data_dir_used = data_settings.pop("data_dir", None) or ""  # where the files are does not change the run
     instance = method(config)
-    info = RunInfo(model_name=model_name, settings={"data_options": data_settings}, command=command)
+    info = RunInfo(model_name=model_name, settings={"data_options": data_settings}, command=command,
+                   metadata={"model": {"name": model_name, "num_classes": loaders.spec.num_classes},
+                             "data": {"name": data_settings["data"], "data_dir": data_dir_used,
+                                      "val_split": data_settings["val_split"], "seed": data_settings["seed"],
+                                      "batch_size": data_settings["batch_size"],
+                                      "args": data_settings["data_args"]}})
     info.reduced = not is_full_run(recipe, phase_epochs(config), data_settings["data"], data_settings["train_subset"])
     result = instance.run(net, loaders, output, device=device, log=log, latency=latency, restart=restart, info=info)
     return result, loaders

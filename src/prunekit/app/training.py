@@ -33,13 +33,14 @@ class TrainJob:
     model_args: dict[str, Any] = field(default_factory=dict)
     data_args: dict[str, Any] = field(default_factory=dict)
     config: TrainConfig = field(default_factory=TrainConfig)
+    init: str | None = None  # start from this model file / checkpoint (e.g. fine-tune a pruned model)
 
     @classmethod
     def from_recipe(cls, recipe: dict[str, Any], **overrides: Any) -> "TrainJob":
         """Build from a recipe mapping (keys: model, data, data_dir, batch_size, val_split, model_args, data_args,
         train: {TrainConfig fields}); ``overrides`` (None values ignored) win; ``train`` overrides are merged."""
         known = {"model", "data", "data_dir", "batch_size", "val_split", "train_subset", "download",
-                 "model_args", "data_args", "train"}
+                 "model_args", "data_args", "train", "init"}
         unknown = sorted(set(recipe) - known - {"method", "prune", "description"})
         if unknown:
             raise ConfigError(f"unknown recipe key(s) {unknown}; valid: {sorted(known)}")
@@ -47,8 +48,11 @@ class TrainJob:
         train.update({k: v for k, v in overrides.pop("train", {}).items() if v is not None})
         fields_ = {k: v for k, v in recipe.items() if k in known - {"train"}}
         fields_.update({k: v for k, v in overrides.items() if v is not None})
+        if fields_.get("init") and not fields_.get("model"):
+            fields_["model"] = _recorded_name(Path(str(fields_["init"])))
         if not fields_.get("model"):
-            raise ConfigError("no model given: pass --model (see `prunekit models`) or a recipe with `model:`")
+            raise ConfigError("no model given: pass --model (see `prunekit models`), --init FILE, or a recipe with "
+                              "`model:`")
         return cls(**fields_, config=TrainConfig.from_dict(train))
 
     def meta(self, num_classes: int, model_kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any]:
@@ -57,6 +61,15 @@ class TrainJob:
                 "input_shape": list(input_shape),
                 "data": {"name": self.data, "data_dir": self.data_dir or "", "val_split": self.val_split,
                          "seed": self.config.seed, "batch_size": self.batch_size, "args": self.data_args}}
+
+
+def _recorded_name(path: Path) -> str:
+    """The model name a model file records (its file stem when it records none)."""
+    if path.suffix == ".safetensors":
+        from prunekit.io import read_metadata
+
+        return (read_metadata(path).get("meta") or {}).get("model", {}).get("name") or path.stem
+    return path.stem
 
 
 @dataclass
@@ -70,8 +83,13 @@ class TrainOutcome:
 
 
 def build_model_for(job: TrainJob, spec) -> tuple[nn.Module, dict[str, Any]]:
-    """The job's model sized for the dataset ``spec`` (classes, input channels); returns (model, kwargs used)."""
+    """The job's model sized for the dataset ``spec`` (classes, input channels); returns (model, kwargs used).
+    With ``job.init`` the model (architecture and weights) comes from that file instead."""
     from prunekit.models import create
+
+    if job.init:
+        net, meta = load_trained_model(job.init)
+        return net, dict(meta.get("model", {}).get("kwargs", {}))
 
     kwargs = dict(job.model_args)
     if not job.model.startswith(("tv:", "timm:")):

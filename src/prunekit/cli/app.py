@@ -76,23 +76,39 @@ def train_cmd(
     resume: bool = typer.Option(False, help="Continue from OUTPUT/last.ckpt."),
     tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs to OUTPUT/tb."),
     model_arg: Optional[list[str]] = typer.Option(None, help="Model keyword argument key=value (repeatable)."),
-    progress: bool = typer.Option(True, "--progress/--no-progress"),
+    init: Optional[Path] = typer.Option(None, help="Start from this model file or checkpoint (architecture and "
+                                                   "weights), e.g. fine-tune a pruned model.safetensors."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for training [default: torch's]."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar (epoch lines are always "
+                                                                         "printed)."),
 ):
     """Train a model (torchrun-ready: `torchrun --nproc_per_node N -m prunekit train ...`)."""
     from prunekit.train import distributed
     from prunekit.app.training import TrainJob, run_training
 
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads {threads} must be >= 1")
+        torch.set_num_threads(threads)
+    if init is not None and not init.is_file():
+        raise ConfigError(f"--init {str(init)!r} does not exist")
+    if resume and not (output / "last.ckpt").is_file():
+        raise ConfigError(f"--resume: there is no checkpoint {output / 'last.ckpt'} to resume from (drop --resume "
+                          "to start a new run)")
     rc = load_recipe(recipe)
     train_over = dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                       schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                       precision=precision, channels_last=channels_last, steps_per_epoch=steps_per_epoch,
                       seed=seed, tensorboard=tensorboard or None, progress=progress,
-                      milestones=[int(m) for m in milestones.split(",")] if milestones else None,
+                      milestones=_int_list(milestones, "--milestones"),
                       checkpoint_dir=output, resume=resume)
     model_args = {**rc.get("model_args", {}), **parse_kv(model_arg, "--model-arg")}
     job = TrainJob.from_recipe(rc, model=model, data=data, data_dir=str(data_dir) if data_dir else None,
                                batch_size=batch_size, val_split=val_split, train_subset=train_subset,
-                               download=download or None, model_args=model_args, train=train_over)
+                               download=download or None, model_args=model_args, train=train_over,
+                               init=str(init) if init else None)
     dev = resolve_device(device)
     out = run_training(job, device=dev, extra_meta={"command": " ".join(sys.argv)}, log=err_console.print)
     if distributed.current().is_main:
@@ -100,7 +116,7 @@ def train_cmd(
         summary = {"model": job.model, "data": job.data, "epochs": job.config.epochs, "test_top1": out.test.top1,
                    "test_loss": out.test.loss, "final": final, "wall_seconds": out.wall_seconds,
                    "checkpoint": str(out.trainer.checkpoint_path)}
-        (output / "summary.json").write_text(json.dumps(summary, indent=2))
+        _write_text(output / "summary.json", json.dumps(summary, indent=2))
         rows = [("model", job.model), ("dataset", job.data), ("epochs", str(job.config.epochs)),
                 ("train top-1", f"{final.get('train_top1', float('nan')):.2f}%")]
         if "val_top1" in final:
@@ -109,83 +125,136 @@ def train_cmd(
         console.print(results_table("training done", rows))
 
 
+def _int_list(text: str | None, option: str) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} {text!r} must be integers separated by commas, e.g. 80,120") from None
+
+
 # ---------------------------------------------------------------------------- eval
 @app.command("eval")
 def eval_cmd(
-    checkpoint: Path = typer.Argument(..., help="A checkpoint written by `prunekit train` (last.ckpt)."),
-    data_dir: Optional[Path] = typer.Option(None, help="Override the dataset folder stored in the checkpoint."),
+    source: Path = typer.Argument(..., help="A checkpoint written by `prunekit train` (last.ckpt) or a prunekit model "
+                                            "file (.safetensors, e.g. a pruned model)."),
+    data: Optional[str] = typer.Option(None, help="Dataset [default: the one the file records]."),
+    data_dir: Optional[Path] = typer.Option(None, help="Dataset folder [default: the one the file records]."),
     split: str = typer.Option("test", help="test | val."),
-    device: str = typer.Option("auto"),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
 ):
-    """Evaluate a checkpoint on its dataset's test (or validation) split."""
+    """Evaluate a checkpoint or model file on its dataset's test (or validation) split."""
+    import torch
+
+    from prunekit.app.training import load_trained_model
     from prunekit.data import build_data
-    from prunekit.train import evaluate, load_checkpoint
-    from prunekit.app.training import model_from_checkpoint
+    from prunekit.train import evaluate
 
     if split not in ("test", "val"):
         raise ConfigError(f"--split {split!r} must be test or val")
-    ckpt = load_checkpoint(checkpoint)
+    net, meta = load_trained_model(source)
     dev = resolve_device(device)
-    net = model_from_checkpoint(ckpt).to(dev)
-    d = ckpt["meta"]["data"]
-    loaders = build_data(d["name"], data_dir=data_dir or (d.get("data_dir") or None),
+    d = dict(meta.get("data") or {})
+    name = data or d.get("name")
+    if not name:
+        raise ConfigError(f"{source} does not record its dataset: give --data (and --data-dir)")
+    args = d.get("args", {}) if name == d.get("name") else {}
+    loaders = build_data(name, data_dir=str(data_dir) if data_dir else (d.get("data_dir") or None),
                          batch_size=d.get("batch_size", 128), val_split=d.get("val_split", 0.0),
-                         seed=d.get("seed", 0), device=dev, **d.get("args", {}))
+                         seed=d.get("seed", 0), device=dev, **args)
     loader = loaders.test if split == "test" else loaders.val
     if loader is None:
         raise ConfigError("--split val: this run had no validation split (val_split=0)")
-    res = evaluate(net, loader, device=__import__("torch").device(dev))
-    console.print(results_table(f"{checkpoint} · {split}", [
-        ("model", ckpt["meta"]["model"]["name"]), ("epoch", str(ckpt["epoch"])),
-        ("samples", str(res.samples)), ("top-1", f"{res.top1:.2f}%"), ("top-5", f"{res.top5:.2f}%"),
-        ("loss", f"{res.loss:.4f}")]))
+    res = evaluate(net.to(dev), loader, device=torch.device(dev))
+    rows = [("model", meta.get("model", {}).get("name", "model")), ("dataset", name)]
+    if "epoch" in meta:
+        rows.append(("epoch", str(meta["epoch"])))
+    rows += [("samples", str(res.samples)), ("top-1", f"{res.top1:.2f}%"), ("top-5", f"{res.top5:.2f}%"),
+             ("loss", f"{res.loss:.4f}")]
+    console.print(results_table(f"{source} · {split}", rows))
 
 
 # ---------------------------------------------------------------------------- profile
 @app.command("profile")
 def profile_cmd(
-    model: str = typer.Option(..., help="Model name (see `prunekit models`)."),
-    num_classes: int = typer.Option(10),
-    input_size: Optional[str] = typer.Option(None, help="C,H,W [default: the model's own, e.g. 3,32,32]."),
+    model: str = typer.Option(..., help="Model name (see `prunekit models`), a checkpoint or a model file."),
+    num_classes: int = typer.Option(10, help="Classes of a zoo model."),
+    input_size: Optional[str] = typer.Option(None, help="C,H,W [default: the model's own or the file's, e.g. "
+                                                        "3,32,32]."),
     batch: list[int] = typer.Option([1, 64], help="Batch sizes to time (repeatable)."),
     device: str = typer.Option("cpu", help="cpu | cuda."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads to pin [default: all]."),
-    repeats: int = typer.Option(30),
+    threads: int = typer.Option(1, help="CPU threads to pin (1: comparable across a loaded machine)."),
+    clock: str = typer.Option("wall", help="wall | cpu (this process's CPU time: steadier on a loaded machine)."),
+    repeats: int = typer.Option(30, help="Timed forward passes per batch size."),
+    budget: float = typer.Option(20.0, help="At most this many seconds of timing per batch size."),
     cuda_graph: bool = typer.Option(False, help="Time CUDA under a captured graph (small nets)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON."),
     groups: bool = typer.Option(False, "--groups", help="Also list the channel groups and the coverage: the "
                                                         "share of conv output channels that can be pruned."),
+    latency: bool = typer.Option(True, "--latency/--no-latency", help="Time the model (off: counts only)."),
 ):
-    """Params, MACs (per image), latency and peak memory of a model; `--groups`: its channel groups."""
+    """Params, MACs (per image), latency (median, p10–p90, machine load) and peak memory; `--groups`: the
+    channel groups."""
     import torch
 
     from prunekit.cost import count, measure_latency, peak_memory
-    from prunekit.models import create
 
-    size = input_size_option(input_size, model)
+    if any(b < 1 for b in batch):
+        raise ConfigError(f"--batch {min(batch)}: batch sizes must be >= 1")
+    if threads < 1:
+        raise ConfigError(f"--threads {threads} must be >= 1")
+    if clock not in ("wall", "cpu"):
+        raise ConfigError(f"--clock {clock!r} must be wall or cpu")
+    net, size = _model_arg(model, num_classes, input_size)
     dev = resolve_device(device)
-    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
-    net = create(model, num_classes=num_classes, **kwargs).eval()
     cost = count(net, torch.randn(1, *size))
     rows = [("input", "x".join(map(str, size))), ("params", f"{cost.params / 1e6:.3f} M"),
             ("MACs / image", f"{cost.macs / 1e6:.2f} M")]
     record: dict[str, Any] = {"model": model, "input_size": list(size), "params": cost.params,
                               "macs": cost.macs, "device": dev, "latency_ms": {}, "peak_memory_bytes": {}}
+    if groups:  # structure first: it is instant, timing is not
+        record["coverage"] = _print_groups(net, torch.randn(1, *size))
     net = net.to(dev)
-    for b in batch:
+    for b in batch if latency else []:
         x = torch.randn(b, *size, device=dev)
-        lat = measure_latency(net, x, device=dev, threads=threads, repeats=repeats, cuda_graph=cuda_graph)
+        lat = measure_latency(net, x, device=dev, threads=threads, repeats=repeats, cuda_graph=cuda_graph,
+                              clock=clock if dev == "cpu" else "wall", budget_s=budget)
         mem = peak_memory(net, x, device=dev)
-        rows.append((f"latency bs{b}", f"{lat.median_ms:.3f} ms  (p10 {lat.p10_ms:.3f}, p90 {lat.p90_ms:.3f}; "
-                                       f"{lat.method})"))
+        rows.append((f"latency bs{b}", str(lat)))
         rows.append((f"peak memory bs{b}", f"{mem / 2**20:.1f} MiB"))
-        record["latency_ms"][f"bs{b}"] = lat.median_ms
+        record["latency_ms"][f"bs{b}"] = {"median": lat.median_ms, "p10": lat.p10_ms, "p90": lat.p90_ms,
+                                          "noisy": lat.noisy, "loadavg": lat.loadavg}
         record["peak_memory_bytes"][f"bs{b}"] = mem
     console.print(results_table(f"profile · {model}", rows))
-    if groups:
-        record["coverage"] = _print_groups(net.cpu(), torch.randn(1, *size))
     if json_out:
-        json_out.write_text(json.dumps(record, indent=2))
+        _write_text(json_out, json.dumps(record, indent=2))
+
+
+def _model_arg(model: str, num_classes: int, input_size: str | None) -> tuple[Any, tuple[int, ...]]:
+    """(eval-mode model, input C,H,W) from a zoo name, a Trainer checkpoint or a prunekit model file."""
+    from prunekit.models import create
+
+    path = Path(model)
+    if path.suffix in (".safetensors", ".ckpt", ".pt") or path.is_file():
+        from prunekit.app.training import load_trained_model
+
+        net, meta = load_trained_model(path)
+        name = meta.get("model", {}).get("name", "model")
+        size = input_size_option(input_size, name) if input_size or not meta.get("input_shape") \
+            else tuple(meta["input_shape"])
+        return net.eval(), size
+    size = input_size_option(input_size, model)
+    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
+    return create(model, num_classes=num_classes, **kwargs).eval(), size
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a small output file; a directory or an unwritable place is one clear error."""
+    try:
+        path.write_text(text)
+    except OSError as e:
+        raise ConfigError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
 
 
 def _print_groups(net, x) -> dict[str, Any]:
@@ -225,7 +294,10 @@ def quickstart_cmd(
 
 
 def main() -> None:
-    """Console entry point: user errors print one clear line (no traceback) and exit with status 2."""
+    """Console entry point: user errors print one clear line (no traceback) and exit with status 2; an
+    interrupted run exits 130 (Ctrl-C) or 143 (SIGTERM) after saving its checkpoint."""
+    import signal
+
     try:
         app()
     except PrunekitError as e:
@@ -234,10 +306,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         raise SystemExit(130) from None
+    except OSError as e:  # unwritable output, a file where a folder should be, disk full...
+        where = f" {e.filename!r}" if getattr(e, "filename", None) else ""
+        err_console.print(f"[bold red]error:[/] cannot use{where}: {e.strerror or e}")
+        raise SystemExit(2) from None
     except Exception as e:  # noqa: BLE001
         from prunekit.train import TrainingInterrupted
 
         if isinstance(e, TrainingInterrupted):
             err_console.print(f"[yellow]{e}[/]")
-            raise SystemExit(143) from None
+            raise SystemExit(130 if e.signum == signal.SIGINT else 143) from None
         raise

@@ -78,13 +78,16 @@ def get_method(name: str) -> type["Method"]:
 class RunInfo:
     """How a run is named in its result record: ``name`` (record name), ``model_name`` (zoo name or file),
     ``reduced`` (not the paper's full protocol), ``settings`` (what determines the run beyond the config —
-    data options, seed — part of every stage's fingerprint), ``command`` (the command line, if any)."""
+    data options, seed — part of every stage's fingerprint), ``command`` (the command line, if any),
+    ``metadata`` (what the final model file records: model name, dataset options — so ``prunekit eval FILE``
+    can rebuild the data)."""
 
     name: str | None = None
     model_name: str = "model"
     reduced: bool = True
     settings: dict[str, Any] = field(default_factory=dict)
     command: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)  # stored in the model file (model + data spec)
 
 
 class Method:
@@ -289,7 +292,9 @@ class MethodRun:
         result.artifacts["widths_png"] = str(plot_widths(self.widths0, widths_after, self.out / "widths.png",
                                                          title=f"{self.method.title}: channels per group"))
         result.artifacts.update(self.artifacts)
-        save(model.cpu().eval(), self.out / "model.safetensors", example_inputs=self.x)
+        meta = {"model": {"name": self.info.model_name}, **self.info.metadata,
+                "input_shape": list(self.x.shape[1:]), "pruned": {"method": self.method.name}}
+        save(model.cpu().eval(), self.out / "model.safetensors", example_inputs=self.x, metadata=meta)
         self.to_device(model)
         result.artifacts["model"] = str(self.out / "model.safetensors")
         dataset = getattr(getattr(self.data, "spec", None), "name", "data")

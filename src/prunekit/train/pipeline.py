@@ -139,6 +139,8 @@ class Pipeline:
                  log: Callable[[str], None] | None = None, settings: Mapping[str, Any] | None = None,
                  restart: bool = False, keep_checkpoints: bool = True):
         self.run_dir = Path(run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise ConfigError(f"output {str(self.run_dir)!r} is a file, not a folder: choose another -o")
         self.example_inputs = example_inputs
         self.device = torch.device(device)
         self.log = log or (lambda msg: None)

@@ -23,7 +23,7 @@ def lr_factor(config: TrainConfig, epoch_float: float) -> float:
     if config.schedule == "constant":
         f = 1.0
     elif config.schedule == "step":
-        ms = config.milestones if config.milestones is not None else (round(0.5 * E), round(0.75 * E))
+        ms = config.milestones if config.milestones is not None else (0.5 * E, 0.75 * E)  # fractions: E=1 works
         f = config.gamma ** sum(t >= m for m in ms)
     elif config.schedule in ("cosine", "onecycle"):
         start = warm if config.schedule == "onecycle" else 0.0

@@ -52,10 +52,11 @@ def step_seed(seed: int, step: int, stream: int | str = 0) -> int:
 class TrainingInterrupted(RuntimeError):
     """Raised by ``fit`` after a SIGTERM/SIGINT once the checkpoint has been written; resume continues."""
 
-    def __init__(self, checkpoint: Path | None):
+    def __init__(self, checkpoint: Path | None, signum: int | None = None):
         where = f"; resume from {checkpoint}" if checkpoint else " (no checkpoint_dir: progress is lost)"
         super().__init__(f"training interrupted{where}")
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 @dataclass
@@ -147,6 +148,7 @@ class _StopFlag:
 
     def __init__(self):
         self.raised = False
+        self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
     def __enter__(self):
@@ -159,6 +161,7 @@ class _StopFlag:
         if self.raised and signum == signal.SIGINT:  # second Ctrl-C: give up at once
             raise KeyboardInterrupt
         self.raised = True
+        self.signum = signum
 
     def __exit__(self, *exc):
         for sig, old in self._old.items():
@@ -328,7 +331,7 @@ class Trainer:
             if self._should_stop(stop):
                 self._epoch_time += time.perf_counter() - t0
                 self.save_checkpoint()
-                raise TrainingInterrupted(self.checkpoint_path)
+                raise TrainingInterrupted(self.checkpoint_path, stop.signum)
             if bar.enabled and (self.step_in_epoch % 10 == 0 or self.step_in_epoch == n_steps):
                 loss, correct, n = self._sums.tolist()
                 el = self._epoch_time + time.perf_counter() - t0
