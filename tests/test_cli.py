@@ -62,7 +62,8 @@ def test_profile_prints_and_writes_json(tmp_path):
     assert r.returncode == 0, r.stderr
     rec = json.loads((tmp_path / "p.json").read_text())
     assert rec["params"] > 0.2e6 and 35e6 < rec["macs"] < 45e6
-    assert set(rec["latency_ms"]) == {"bs1", "bs4"} and rec["latency_ms"]["bs1"] > 0
+    assert set(rec["latency_ms"]) == {"bs1", "bs4"} and rec["latency_ms"]["bs1"]["median"] > 0
+    assert rec["latency_ms"]["bs1"]["p10"] <= rec["latency_ms"]["bs1"]["median"] <= rec["latency_ms"]["bs1"]["p90"]
     assert "MACs" in r.stdout
     assert "conv output channels prunable (100.0%)" in r.stdout and rec["coverage"]["ratio"] == 1.0
 
@@ -78,10 +79,16 @@ def test_profile_prints_and_writes_json(tmp_path):
     (["eval", "/nonexistent.ckpt"], "does not exist"),
     (["profile", "--model", "resnet20", "--input-size", "3,32"], "input-size"),
     (["profile", "--model", "resnet20", "--device", "cuda:7"], "CUDA"),
+    (["profile", "--model", "resnet20", "--batch", "0"], "--batch 0"),
+    (["train", "--model", "smallcnn", "--milestones", "a,b"], "--milestones"),
+    (["train", "--model", "smallcnn", "--resume"], "no checkpoint"),
+    (["train", "--init", "/nonexistent/model.safetensors"], "does not exist"),
+    (["prune", "l1", "--model", "smallcnn", "--ratio", "0.3", "--round-to", "128", "--device", "cpu"],
+     "removes no channel"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, args, needle):
     out = tmp_path / "never"
-    r = run_cli(*args, *(["-o", str(out)] if args[0] == "train" else []))
+    r = run_cli(*args, *(["-o", str(out)] if args[0] in ("train", "prune") else []))
     assert r.returncode == 2, (r.stdout, r.stderr)
     assert "error:" in r.stderr and needle in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
@@ -93,3 +100,38 @@ def test_corrupt_checkpoint(tmp_path):
     bad.write_bytes(b"\x00" * 100)
     r = run_cli("eval", str(bad))
     assert r.returncode == 2 and "corrupt" in r.stderr, r.stderr
+
+
+def test_files_where_folders_belong_and_bad_recipes(tmp_path):
+    taken = tmp_path / "taken"
+    taken.write_text("x")
+    bad_yaml = tmp_path / "r.yaml"
+    bad_yaml.write_text("model: [smallcnn\n")
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    for args, needle in [
+        (["prune", "l1", "--model", "smallcnn", "--ratio", "0.3", "--device", "cpu", "-o", str(taken)], "is a file"),
+        (["train", "--model", "smallcnn", "--epochs", "1", "-o", str(taken)], str(taken)),
+        (["train", "--recipe", str(bad_yaml), "-o", str(tmp_path / "t")], "not valid YAML"),
+        (["eval", str(empty)], "prunekit model file"),
+    ]:
+        r = run_cli(*args)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-1500:])
+
+
+def test_a_pruned_model_file_works_everywhere(tmp_path):
+    out = tmp_path / "l1"
+    r = run_cli("prune", "l1", "--model", "smallcnn", "--target-macs", "0.5", "--device", "cpu", "--no-progress",
+                "-o", str(out))
+    assert r.returncode == 0, r.stderr[-2000:]
+    model = str(out / "model.safetensors")
+    r = run_cli("eval", model)
+    assert r.returncode == 0 and "digits" in r.stdout and "top-1" in r.stdout, r.stderr[-2000:]
+    r = run_cli("profile", "--model", model, "--batch", "1", "--repeats", "3", "--json", str(tmp_path / "p.json"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "p.json").read_text())["macs"] <= 0.5 * 525952
+    r = run_cli("train", "--init", model, "--data", "digits", "--epochs", "1", "--no-progress", "-o",
+                str(tmp_path / "ft"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
+    assert summary["model"] == "smallcnn" and summary["epochs"] == 1

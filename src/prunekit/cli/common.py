@@ -28,16 +28,10 @@ def parse_kv(items: list[str] | None, what: str) -> dict[str, Any]:
 
 
 def load_recipe(path: Path | None) -> dict[str, Any]:
-    import yaml
+    """``prunekit.app.load_recipe``: a missing file or invalid YAML is one clear error."""
+    from prunekit.app.recipes import load_recipe as load
 
-    if path is None:
-        return {}
-    if not path.is_file():
-        raise ConfigError(f"--recipe {str(path)!r} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"--recipe {str(path)!r} must be a YAML mapping")
-    return data
+    return load(path)
 
 
 def resolve_device(device: str) -> str:
