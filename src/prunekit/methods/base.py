@@ -284,6 +284,7 @@ class MethodRun:
             v = self.evaluate(model, k)
             if v is not None:
                 pruned.top1[k] = v
+        self._warn_if_collapsed(baseline.top1.get("val"), pruned.top1.get("val"))
         widths_after = {k: widths1.get(k, v) for k, v in self.widths0.items()}
         self.details.setdefault("floor_hit", sorted(set(self.floor_hit)))
         self.details["config"] = config_settings(self.config)
@@ -303,6 +304,18 @@ class MethodRun:
                             model_name=self.info.model_name, dataset=dataset, reduced=self.info.reduced,
                             device=str(self.device), command=self.info.command, schedule=self.schedule())
         return result
+
+    def _warn_if_collapsed(self, before: float | None, after: float | None) -> None:
+        """Say so (log + record) when the pruned network lost most of its validation accuracy, and why."""
+        if before is None or after is None or after >= 0.5 * before:
+            return
+        floors = sorted(set(self.floor_hit))
+        why = (f" Groups at their floor: {', '.join(floors[:8])}{' ...' if len(floors) > 8 else ''} — the budget "
+               "forced everything else down to meet it." if floors else "")
+        msg = (f"warning: validation top-1 collapsed after pruning ({before:.1f}% → {after:.1f}%).{why} Ask for "
+               "less (a higher target_macs / lower ratio), give fine-tuning more epochs, or raise min_keep.")
+        self.log(msg)
+        self.details["warnings"] = [*self.details.get("warnings", []), msg]
 
     def schedule(self) -> dict[str, Any]:
         """The training budget of the run: epochs of every training phase of the config, and the batch size."""

@@ -173,4 +173,7 @@ def widths_table(before: Mapping[str, int], after: Mapping[str, int], *, floor_h
     for name, b in before.items():
         a = after.get(name, b)
         t.add_row(name, str(b), str(a), f"{100 * a / b:.0f}%", "hit" if name in floor_hit else "")
+    if floor_hit:
+        t.caption = ("floor hit: the method wanted to cut these groups further, but their floor (min_keep / "
+                     "min_channels) stopped it; the budget was met by cutting the other groups more")
     return t
