@@ -17,16 +17,39 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from prunekit import models  # noqa: E402
-from prunekit.cost import Cost, LatencyResult, count, measure_latency, peak_memory  # noqa: E402
 from prunekit.errors import CheckpointError, ConfigError, DataError, PrunekitError, UnknownModelError  # noqa: E402
-from prunekit.graph import ChannelGroup, DependencyGraph, PruningPlan  # noqa: E402
-from prunekit.planning import Widths, apply_widths, prune  # noqa: E402
-from prunekit.io import export_onnx, for_inference, load, save  # noqa: E402
-from prunekit.train import Trainer, TrainConfig  # noqa: E402
 
-__all__ = ["__version__", "models", "Cost", "LatencyResult", "count", "measure_latency", "peak_memory",
-           "CheckpointError", "ConfigError", "DataError", "PrunekitError", "UnknownModelError",
-           "ChannelGroup", "DependencyGraph", "PruningPlan", "Widths", "apply_widths", "prune", "export_onnx",
-           "for_inference", "load",
-           "save", "Trainer", "TrainConfig"]
+# Everything else loads on first use (PEP 562), so `import prunekit` and the CLI's --help do not import torch.
+_LAZY = {
+    "models": ("prunekit.models", None),
+    "Cost": ("prunekit.cost", "Cost"), "LatencyResult": ("prunekit.cost", "LatencyResult"),
+    "count": ("prunekit.cost", "count"), "measure_latency": ("prunekit.cost", "measure_latency"),
+    "peak_memory": ("prunekit.cost", "peak_memory"),
+    "ChannelGroup": ("prunekit.graph", "ChannelGroup"), "DependencyGraph": ("prunekit.graph", "DependencyGraph"),
+    "PruningPlan": ("prunekit.graph", "PruningPlan"),
+    "Widths": ("prunekit.planning", "Widths"), "apply_widths": ("prunekit.planning", "apply_widths"),
+    "prune": ("prunekit.planning", "prune"),
+    "export_onnx": ("prunekit.io", "export_onnx"), "for_inference": ("prunekit.io", "for_inference"),
+    "load": ("prunekit.io", "load"), "save": ("prunekit.io", "save"),
+    "Trainer": ("prunekit.train", "Trainer"), "TrainConfig": ("prunekit.train", "TrainConfig"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = importlib.import_module(module)
+        value = getattr(value, attr) if attr else value
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'prunekit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["__version__", "CheckpointError", "ConfigError", "DataError", "PrunekitError", "UnknownModelError",
+           *_LAZY]

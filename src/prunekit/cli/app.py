@@ -16,9 +16,10 @@ from prunekit.cli.export import export_cmd
 from prunekit.cli.prune import prune_app, register_commands
 from prunekit.errors import ConfigError, PrunekitError
 
-app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode="rich", add_completion=False,
+app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode=None, add_completion=False,
                   help="Structured channel pruning for PyTorch CNNs: train, prune, profile, export.")
-register_commands()
+if len(sys.argv) > 1 and sys.argv[1] == "prune":  # the method commands import torch: only when asked for
+    register_commands()
 app.add_typer(prune_app, name="prune")
 app.command("export")(export_cmd)
 
@@ -57,21 +58,22 @@ def train_cmd(
     epochs: Optional[int] = typer.Option(None, help="Epochs [default: 160]."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size per process [default: 128]."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate [default: 0.1]."),
-    momentum: Optional[float] = typer.Option(None),
-    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov"),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", "--wd"),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum [default: 0.9]."),
+    nesterov: Optional[bool] = typer.Option(None, "--nesterov/--no-nesterov", help="Nesterov momentum [default: off]."),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", "--wd",
+                                                 help="L2 weight decay [default: 5e-4]."),
     schedule: Optional[str] = typer.Option(None, help="constant | step | cosine | onecycle | triangular."),
     milestones: Optional[str] = typer.Option(None, help="Epochs where the step schedule divides the lr, "
                                                         "e.g. 80,120 [default: 50%,75%]."),
-    warmup_epochs: Optional[float] = typer.Option(None),
-    label_smoothing: Optional[float] = typer.Option(None),
+    warmup_epochs: Optional[float] = typer.Option(None, help="Linear lr warm-up epochs (fractional ok) [default: 0]."),
+    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing of the loss [default: 0]."),
     precision: Optional[str] = typer.Option(None, help="auto (bf16 on CUDA) | fp32 | bf16 | fp16."),
     channels_last: Optional[bool] = typer.Option(None, "--channels-last/--no-channels-last"),
     val_split: Optional[float] = typer.Option(None, help="Fraction of the TRAIN set held out for validation "
                                                          "[default: 0]."),
     train_subset: Optional[int] = typer.Option(None, help="Use only N training images (quick runs)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap batches per epoch (quick runs)."),
-    seed: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and augmentation [default: 0]."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/last.ckpt."),
     tensorboard: bool = typer.Option(False, help="Also write TensorBoard logs to OUTPUT/tb."),

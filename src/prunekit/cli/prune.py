@@ -19,7 +19,7 @@ import typer
 
 from prunekit.cli.common import console, err_console, resolve_device
 
-prune_app = typer.Typer(rich_markup_mode="rich", invoke_without_command=True,
+prune_app = typer.Typer(rich_markup_mode=None, invoke_without_command=True,
                         help="Prune a model with a registered method (`prunekit prune --list`).")
 
 # registered with their CLI spelling; kept in one place so the generated commands stay uniform
