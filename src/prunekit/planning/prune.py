@@ -105,6 +105,11 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
     prot = _protected_names(graph, protected)
     if ratio is not None:
         widths = uniform_widths(graph, ratio, prot)
-    apply_widths(graph, widths, importance=importance, min_channels=min_channels, round_to=round_to,
-                 protected=prot, optimizer=optimizer)
+    kept = apply_widths(graph, widths, importance=importance, min_channels=min_channels, round_to=round_to,
+                        protected=prot, optimizer=optimizer)
+    if not kept and any(w < graph.group(n).size for n, w in widths.items()):
+        import warnings
+
+        warnings.warn(f"prunekit.prune: nothing was pruned: round_to={round_to} / min_channels={min_channels} keep "
+                      "every requested group whole (its widths are too small for them); lower them", stacklevel=2)
     return model

@@ -9,10 +9,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class TrainProgress:
-    """One bar per run (steps over all epochs); silent when ``enabled`` is False (non-main ranks, tests)."""
+    """One bar per run (steps over all epochs) when ``enabled``; per-epoch lines (``log``) whenever ``lines`` —
+    so ``--no-progress`` hides the bar, not the news (non-main ranks pass both False)."""
 
-    def __init__(self, enabled: bool, total_steps: int, done_steps: int = 0):
+    def __init__(self, enabled: bool, total_steps: int, done_steps: int = 0, *, lines: bool | None = None):
         self.enabled = enabled
+        self.lines = enabled if lines is None else lines
         self.console = Console(stderr=True)
         if not enabled:
             return
@@ -31,10 +33,10 @@ class TrainProgress:
                               stats=text)
 
     def log(self, message: str) -> None:
-        """A line above the bar (or plain stderr when not a terminal)."""
-        if not self.enabled:
+        """A line above the bar (or plain stderr when there is no bar or no terminal)."""
+        if not self.lines:
             return
-        if self.console.is_terminal:
+        if self.enabled and self.console.is_terminal:
             self._progress.console.log(message)
         else:
             print(message, file=sys.stderr, flush=True)

@@ -275,7 +275,10 @@ class Trainer:
         elif c.tensorboard and c.checkpoint_dir is None:
             raise ConfigError("tensorboard=True needs checkpoint_dir (the logs are written there)")
         bar = TrainProgress(c.progress and self.dist.is_main, c.epochs * self.steps_per_epoch,
-                            self.global_step)
+                            self.global_step, lines=self.dist.is_main)
+        if self.global_step:
+            bar.log(f"resumed from {self.checkpoint_path}: epoch {self.epoch + 1}/{c.epochs}, step "
+                    f"{self.step_in_epoch}/{self.steps_per_epoch} ({self.global_step} steps done)")
         try:
             with _StopFlag() as stop:
                 while self.epoch < c.epochs:

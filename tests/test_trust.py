@@ -1,0 +1,44 @@
+"""What a user relies on: impossible settings are said, quiet runs still report, resumed runs say from where."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import prunekit
+from prunekit.train import Callback, TrainConfig, Trainer, TrainingInterrupted
+
+from _cli import run_cli
+from _toy import ToyLoader, toy_model
+
+
+def test_prune_warns_when_rounding_leaves_everything_whole():
+    model = prunekit.models.create("resnet20")
+    with pytest.warns(UserWarning, match="nothing was pruned"):
+        prunekit.prune(model, torch.randn(1, 3, 16, 16), ratio=0.3, round_to=128)
+
+
+def test_no_progress_still_prints_epoch_lines(tmp_path):
+    r = run_cli("train", "--model", "smallcnn", "--epochs", "2", "--no-progress", "-o", str(tmp_path / "t"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stderr.count("epoch=") == 2  # one line per epoch, bar or no bar
+
+
+class _Stop(Callback):
+    def on_step_end(self, trainer):
+        if trainer.global_step == 4:
+            import os
+            import signal
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_a_resumed_run_says_where_it_resumed(tmp_path, capfd):
+    cfg = dict(epochs=2, lr=0.05, progress=False, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(TrainingInterrupted) as e:
+        Trainer(toy_model(), ToyLoader(), config=TrainConfig(**cfg), callbacks=[_Stop()]).fit()
+    import signal
+    assert e.value.signum == signal.SIGINT  # the CLI exits 130 for Ctrl-C, 143 for SIGTERM
+    capfd.readouterr()
+    Trainer(toy_model(), ToyLoader(), config=TrainConfig(**cfg)).fit()
+    err = capfd.readouterr().err
+    assert "resumed from" in err and "epoch 1/2, step 4/6" in err
