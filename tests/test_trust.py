@@ -42,3 +42,13 @@ def test_a_resumed_run_says_where_it_resumed(tmp_path, capfd):
     Trainer(toy_model(), ToyLoader(), config=TrainConfig(**cfg)).fit()
     err = capfd.readouterr().err
     assert "resumed from" in err and "epoch 1/2, step 4/6" in err
+
+
+def test_model_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    model = prunekit.models.create("smallcnn", in_channels=1)
+    path = prunekit.save(model, tmp_path / "m.safetensors", example_inputs=torch.randn(1, 1, 8, 8))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask

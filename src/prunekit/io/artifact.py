@@ -33,6 +33,7 @@ from prunekit.errors import CheckpointError, ConfigError, PrunekitError
 from prunekit.io import specs
 from prunekit.io.codec import CodecError, check_qualname, decode_graph, encode_graph
 from prunekit.io.tracing import eval_mode, trace
+from prunekit.utils import umask_mode
 
 FORMAT_NAME = "prunekit.model"
 FORMAT_VERSION = 1
@@ -370,6 +371,7 @@ def _write_atomic(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[s
     os.close(fd)
     try:
         save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600; the user's file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from prunekit.errors import CheckpointError
+from prunekit.utils import umask_mode
 
 FORMAT = "prunekit.checkpoint/1"
 
@@ -29,6 +30,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
