@@ -135,3 +135,16 @@ def test_a_pruned_model_file_works_everywhere(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((tmp_path / "ft" / "summary.json").read_text())
     assert summary["model"] == "smallcnn" and summary["epochs"] == 1
+
+
+def test_quickstart_compares_slimming_and_uniform_at_equal_macs(tmp_path):
+    r = run_cli("quickstart", "--epochs", "2", "--sparsity-epochs", "1", "--finetune-epochs", "1", "--no-progress",
+                "-o", str(tmp_path / "q"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for needle in ("baseline", "Network Slimming", "uniform L1", "Next:"):
+        assert needle in r.stdout, needle
+    slim = json.loads((tmp_path / "q" / "slimming" / "result.json").read_text())
+    uni = json.loads((tmp_path / "q" / "uniform-l1" / "result.json").read_text())
+    for rec in (slim, uni):
+        assert rec["pruned"]["macs"] <= 0.5 * rec["baseline"]["macs"]
+    assert abs(slim["pruned"]["macs"] - uni["pruned"]["macs"]) < 0.05 * slim["baseline"]["macs"]
