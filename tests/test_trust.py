@@ -52,3 +52,34 @@ def test_model_files_get_the_usual_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert os.stat(path).st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_help_shows_defaults_and_does_not_import_torch():
+    import subprocess
+    import sys
+
+    r = run_cli("train", "--help")
+    assert r.returncode == 0 and "[default: 160]" in r.stdout and "Epochs ." not in r.stdout
+    code = "import sys, prunekit.cli.app; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"  # `prunekit --help` answers without loading torch
+
+
+def test_one_epoch_step_schedule_starts_at_the_full_lr():
+    from prunekit.train.schedule import lr_factor
+
+    cfg = TrainConfig(epochs=1, schedule="step")
+    assert lr_factor(cfg, 0.0) == 1.0 and lr_factor(cfg, 0.6) == pytest.approx(0.1)
+
+
+def test_collapse_after_pruning_is_said_with_the_floor_hits():
+    from types import SimpleNamespace
+
+    from prunekit.methods.base import MethodRun
+
+    logged = []
+    run = SimpleNamespace(floor_hit=["layer3.0.conv1"], log=logged.append, details={})
+    MethodRun._warn_if_collapsed(run, 90.0, 12.0)
+    assert "collapsed" in logged[0] and "layer3.0.conv1" in logged[0] and run.details["warnings"]
+    MethodRun._warn_if_collapsed(run, 90.0, 80.0)
+    assert len(logged) == 1
