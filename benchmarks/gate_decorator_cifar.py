@@ -48,9 +48,10 @@ import yaml
 
 from prunekit.data import build_data
 from prunekit.graph import DependencyGraph
-from prunekit.methods.gate_decorator import GateDecorator, config_from_recipe
+from prunekit.app import method_config
+from prunekit.methods.gate_decorator import GateDecorator
 from prunekit.methods.gates import add_gates
-from prunekit.methods.pipeline import Pipeline
+from prunekit.train.pipeline import Pipeline
 from prunekit.methods.result import PruneResult
 from prunekit.report import summarize
 from prunekit.train import TrainConfig, Trainer, TrainingInterrupted, evaluate, load_checkpoint, seed_everything
@@ -214,7 +215,7 @@ def main(argv=None) -> int:
     if args.smoke:
         rc = _smoke(rc)
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    cfg = config_from_recipe(rc, **{k: _value(v) for k, v in overrides.items()})
+    cfg = method_config(GateDecorator, rc, {k: _value(v) for k, v in overrides.items()})
     progress = sys.stderr.isatty()
     for phase in (cfg.tock, cfg.finetune):
         if phase is not None:
