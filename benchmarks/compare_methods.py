@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import shlex
 import statistics
 import sys
@@ -566,7 +567,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--output", type=Path, default=None, help="run folder (default runs/compare-methods-<protocol>)")
     ap.add_argument("--log", type=Path, default=None, help="progress log (default: results/compare-methods.log)")
     ap.add_argument("--only", nargs="*", default=None, help="run only these methods / TP arms (debugging)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for training (1 on a crowded machine)")
+    ap.add_argument("--seeds", type=int, nargs="*", default=None,
+                    help="run only these of the protocol's seeds (e.g. one process per seed); the others are "
+                         "reported if finished")
+    ap.add_argument("--report-only", action="store_true",
+                    help="train nothing: latency, table and plot of the arms finished so far")
     args = ap.parse_args(argv)
     pname = "smoke" if args.smoke else args.protocol
     p = PROTOCOLS[pname]
@@ -581,8 +587,22 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir if p.data.startswith("cifar") else None
     t_start = time.perf_counter()
     log(f"compare-methods protocol {pname}: {asdict(p)}")
-    with timed(out / "timing.json", "total"):  # wall time of all invocations together
-        return _run(p, pname, args, out, prefix, log, command, data_dir, t_start)
+    try:
+        with timed(out / "timing.json", "total"):  # wall time of all invocations together
+            return _run(p, pname, args, out, prefix, log, command, data_dir, t_start)
+    except TrainingInterrupted as e:
+        log(f"interrupted ({e}); run the same command again to continue")
+        return 3
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
 
 
 def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, command: str, data_dir: str | None,
@@ -613,8 +633,9 @@ def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, comman
                 arms.append((kind, budget, seed, None))
     if args.only:
         arms = [a for a in arms if a[0] in args.only]
+    mine = set(args.seeds if args.seeds is not None else p.seeds)
 
-    recs, models, failed = [], {"baseline": base}, {}
+    recs, models, failed, missing = [], {"baseline": base}, {}, []
     for i, (name, budget, seed, recipe) in enumerate(arms, 1):
         aid = arm_id(name, budget, seed)
         rec_path = Path(f"{prefix}-{aid}.json")
@@ -626,6 +647,16 @@ def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, comman
             models[aid] = torch.load(arm_dir / "final.pt", weights_only=False).eval()
             log(f"[{i}/{len(arms)}] {aid}: done before ({rec['pruned']['top1']:.2f}%)")
             continue
+        if args.report_only or seed not in mine:
+            missing.append(aid)
+            continue
+        lock = arm_dir / "running.pid"
+        if lock.exists() and _alive(int(lock.read_text() or 0)):
+            log(f"[{i}/{len(arms)}] {aid}: running in process {lock.read_text()}, skipped here")
+            missing.append(aid)
+            continue
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        lock.write_text(str(os.getpid()))
         log(f"[{i}/{len(arms)}] {aid}: start")
         data = with_order_seed(data0, seed)
         try:
@@ -640,6 +671,8 @@ def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, comman
             failed[aid] = f"{type(e).__name__}: {e}"
             log(f"{aid}: FAILED {failed[aid]}\n{traceback.format_exc()}")
             continue
+        finally:
+            lock.unlink(missing_ok=True)
         wall = seconds(arm_dir / "timing.json", "method")
         rec = arm_record(p, aid, name, budget, seed, r, baseline, command, wall)
         write_record(rec, rec_path)
@@ -664,6 +697,8 @@ def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, comman
     total = seconds(out / "timing.json", "total") + time.perf_counter() - t_start  # earlier invocations + this
     if failed:
         skipped.update({k: "FAILED " + v for k, v in failed.items()})
+    if missing:
+        skipped["not finished yet (re-run the command to continue)"] = ", ".join(missing)
     write_outputs(p, recs, baseline, prefix, log, command, skipped, total)
     log(f"done: {len(recs)} arms, {len(failed)} failed, total wall {total / 60:.1f} min (all invocations)")
     return 1 if failed else 0
