@@ -1,0 +1,197 @@
+"""CondenseNet on these CPUs: learned group convolution vs a fixed group convolution of the same inference cost,
+and the exactness of the conversion (issue 14, "Verification on these CPUs"; a REDUCED run).
+
+Protocol: a small CondenseNet (stages 6-6-6, growth 8-16-32, bottleneck 4, G = C = 4) on real CIFAR-10 resized to
+16x16 (train 8,000 / val 1,000 held out of the train set / the full 10,000 test images); two arms:
+
+- ``learned``: learned group convs with the official condensation schedule (stages at 1/6, 1/3, 1/2 of the
+  steps), then converted to the inference form (index-select, BN, ReLU, group conv, shuffle);
+- ``fixed``: the same net with ``Conv2d(groups=4)`` + channel shuffle in place of every learned group conv, whose
+  MACs and params equal the converted learned net's (checked and recorded);
+
+SGD nesterov, lr 0.1 cosine per step, wd 1e-4, batch 64, ``--epochs`` (12) epochs, seeds 0 and 1 (weight init
+and the Trainer's RNG; the data split and order are the same for both). Reported: test top-1 per run and mean ±
+std per arm, the conversion check (max |Δlogit| on 500 test images, converted model's test top-1), counts of the
+three forms (prunekit's convention and the official one) and CPU batch-1 latency of the three forms (interleaved).
+
+Resumable: each run trains in ``--out/<arm>-s<seed>/`` (Trainer checkpoints every epoch; re-running continues)
+and writes ``run.json`` when done; every invocation then rewrites the result file from the runs finished so far
+(``pending`` lists the others). Two processes can share the work (``--arms learned`` / ``--arms fixed``).
+
+    nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms learned &
+    nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms fixed &
+    nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --summarize   # once both are done
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "runs" / "condensenet-bench"
+RESULT = ROOT / "benchmarks" / "results" / "condensenet-cifar10-16px-reduced.json"
+ARCH = dict(stages=(6, 6, 6), growth=(8, 16, 32), bottleneck=4, groups_1x1=4, groups_3x3=4)
+
+
+def _data(args):
+    from prunekit.data import build_data
+
+    return build_data("cifar10", data_dir=args.data_dir, batch_size=64, eval_batch_size=500, val_split=0.02,
+                      train_subset=8000, image_size=16, seed=0)
+
+
+def _model(arm: str, seed: int):
+    from prunekit.models.condensenet import CondenseNet
+
+    torch.manual_seed(seed)
+    return CondenseNet(num_classes=10, one_by_one=arm, **ARCH)
+
+
+def _config(args, seed: int, run_dir: Path):
+    from prunekit.train import TrainConfig
+
+    return TrainConfig(epochs=args.epochs, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4,
+                       schedule="cosine", seed=seed, eval_every=args.epochs, checkpoint_dir=run_dir, resume=True,
+                       progress=False, precision="fp32", steps_per_epoch=args.steps_per_epoch)
+
+
+def run_one(args, arm: str, seed: int) -> dict:
+    import prunekit
+    from prunekit.cost import count
+    from prunekit.methods.condensenet import Condensation, convert
+    from prunekit.models.condensenet import official_count
+    from prunekit.train import Trainer, evaluate
+
+    run_dir = args.out / f"{arm}-s{seed}"
+    done = run_dir / "run.json"
+    if done.exists():
+        return json.loads(done.read_text())
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = _data(args)
+    model = _model(arm, seed)
+    cbs = [Condensation()] if arm == "learned" else []
+    t0 = time.time()
+    trainer = Trainer(model, data.train, data.val, config=_config(args, seed, run_dir), callbacks=cbs)
+    fit = trainer.fit()
+    train_s = time.time() - t0
+    model.eval()
+    x1 = torch.zeros(1, 3, 16, 16)
+    rec: dict = {"arm": arm, "seed": seed, "epochs": args.epochs, "train_seconds_this_process": round(train_s, 1),
+                 "final_epoch": fit.final, "val_top1": evaluate(model, data.val).top1,
+                 "test_top1": evaluate(model, data.test).top1}
+    c = count(model, x1)
+    rec["counts"] = {"training_form": {"macs": c.macs, "params": c.params}}
+    flops, params = official_count(model, (3, 16, 16))
+    rec["counts"]["official"] = {"flops": flops, "params": params}
+    prunekit.save(model, run_dir / "model.safetensors", example_inputs=x1)
+    if arm == "learned":
+        rec["condensation"] = cbs[0].events
+        xs = next(iter(data.test))[0]  # 500 test images
+        with torch.no_grad():
+            before = model(xs)
+        conv = convert(model)
+        with torch.no_grad():
+            rec["conversion_max_abs_diff"] = float((conv(xs) - before).abs().max())
+        rec["converted_test_top1"] = evaluate(conv, data.test).top1
+        cc = count(conv, x1)
+        rec["counts"]["converted"] = {"macs": cc.macs, "params": cc.params}
+        prunekit.save(conv, run_dir / "converted.safetensors", example_inputs=x1)
+    done.write_text(json.dumps(rec, indent=2))
+    return rec
+
+
+def _mean_std(values: list[float]) -> dict:
+    return {"mean": round(statistics.mean(values), 2), "std": round(statistics.stdev(values), 2) if len(values) > 1
+            else None, "n": len(values), "values": values}
+
+
+def summarize(args) -> dict:
+    import prunekit
+    import prunekit.methods.condensenet  # noqa: F401  (registers the layer specs the loader needs)
+    from prunekit.cost import compare_latency
+
+    runs, pending = [], []
+    for seed in args.seeds:
+        for arm in ("learned", "fixed"):
+            f = args.out / f"{arm}-s{seed}" / "run.json"
+            (runs.append(json.loads(f.read_text())) if f.exists() else pending.append(f"{arm}-s{seed}"))
+    arms = {}
+    for arm in ("learned", "fixed"):
+        rs = [r for r in runs if r["arm"] == arm]
+        if rs:
+            arms[arm] = {"test_top1": _mean_std([r["test_top1"] for r in rs]),
+                         "val_top1": _mean_std([r["val_top1"] for r in rs])}
+            if arm == "learned":
+                arms[arm]["converted_test_top1"] = _mean_std([r["converted_test_top1"] for r in rs])
+                arms[arm]["conversion_max_abs_diff"] = max(r["conversion_max_abs_diff"] for r in rs)
+            arms[arm]["counts"] = rs[0]["counts"]
+    latency = None
+    s0 = {arm: args.out / f"{arm}-s{args.seeds[0]}" for arm in ("learned", "fixed")}
+    if not args.no_latency and all((d / "run.json").exists() for d in s0.values()):
+        models = {"learned_training_form": prunekit.load(s0["learned"] / "model.safetensors"),
+                  "learned_converted": prunekit.load(s0["learned"] / "converted.safetensors"),
+                  "fixed": prunekit.load(s0["fixed"] / "model.safetensors")}
+        res = compare_latency(models, torch.randn(1, 3, 16, 16), threads=1, repeats=100)
+        latency = {"device": f"{platform.machine()} CPU, 1 thread, load avg {open('/proc/loadavg').read().split()[0]}",
+                   "batch_size": 1, **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
+                                           "p90_ms": round(v.p90_ms, 3)} for k, v in res.items()}}
+    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                         text=True).stdout.strip()
+    out = {
+        "schema": "prunekit.result/1", "name": "condensenet-learned-vs-fixed-cifar10-16px", "method": "condensenet",
+        "model": "CondenseNet(stages 6-6-6, growth 8-16-32)", "dataset": "cifar10", "reduced": True,
+        "command": "nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms learned & "
+                   "nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms fixed; "
+                   "then benchmarks/condensenet_cifar.py --summarize",
+        "schedule": {"train_epochs": args.epochs, "batch_size": 64, "lr": 0.1, "lr_schedule": "cosine per step",
+                     "nesterov": True, "weight_decay": 1e-4, "image_size": 16, "train": 8000, "val": 1000,
+                     "test": 10000, "condensation": "stages at 1/6, 1/3, 1/2 of the steps (C = 4)"},
+        "device": f"{platform.machine()} CPU ({torch.get_num_threads()} threads available)",
+        "versions": {"prunekit": sha, "torch": torch.__version__.split("+")[0], "python": platform.python_version()},
+        "date": date.today().isoformat(), "arms": arms, "latency_ms": {"cpu_bs1": latency} if latency else {},
+        "runs": runs, "pending": pending, "seeds": args.seeds,
+    }
+    if "learned" in arms and "fixed" in arms:
+        out["baseline"] = {"top1": arms["fixed"]["test_top1"]["mean"], **arms["fixed"]["counts"]["training_form"],
+                           "what": "fixed group conv + shuffle"}
+        out["pruned"] = {"top1": arms["learned"]["converted_test_top1"]["mean"],
+                         **arms["learned"]["counts"]["converted"], "what": "learned group conv, converted"}
+    RESULT.parent.mkdir(parents=True, exist_ok=True)
+    RESULT.write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default="/work/shared/data/cifar10")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--arms", nargs="+", default=["learned", "fixed"], choices=["learned", "fixed"])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (smoke runs only).")
+    p.add_argument("--summarize", action="store_true", help="Only rewrite the result file from finished runs.")
+    p.add_argument("--no-latency", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if not args.summarize:
+        for seed in args.seeds:
+            for arm in args.arms:
+                rec = run_one(args, arm, seed)
+                print(f"{arm} seed {seed}: test top-1 {rec['test_top1']:.2f}%", flush=True)
+    out = summarize(args)
+    print(json.dumps({"arms": out["arms"], "pending": out["pending"]}, indent=1), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
