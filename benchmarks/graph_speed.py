@@ -35,7 +35,8 @@ import torch
 import torch.nn as nn
 
 import prunekit
-from prunekit.graph import DependencyGraph, prune
+from prunekit.graph import DependencyGraph
+from prunekit.planning import prune
 from prunekit.report.records import envelope, write_record
 
 RESULTS = Path(__file__).resolve().parent / "results"

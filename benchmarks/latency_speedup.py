@@ -90,7 +90,7 @@ def classifier(model: nn.Module) -> nn.Module:
 
 
 def prune_prunekit(model: nn.Module, x: torch.Tensor, ratio: float, round_to: int) -> nn.Module:
-    from prunekit.graph import prune
+    from prunekit.planning import prune
 
     return prune(model, x, ratio=ratio, importance="l1", round_to=round_to)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from prunekit.graph import DependencyGraph, apply_widths
+from prunekit.graph import DependencyGraph
+from prunekit.planning import apply_widths
 
 from _graph_nets import (bit_identical_when_nothing_pruned, build, cbr, check_half, masked_then_pruned,
                          single_thread)  # noqa: F401  (autouse fixture)

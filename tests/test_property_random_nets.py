@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import prunekit
-from prunekit.graph import DependencyGraph, apply_widths
+from prunekit.graph import DependencyGraph
+from prunekit.planning import apply_widths
 
 from _graph_nets import (SqueezeExcite, bit_identical_when_nothing_pruned, cbr, masked_then_pruned, randomize_bn,
                          single_thread)  # noqa: F401  (autouse fixture)

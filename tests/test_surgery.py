@@ -8,7 +8,8 @@ import io
 import pytest
 import torch
 
-from prunekit.graph import DependencyGraph, apply_widths
+from prunekit.graph import DependencyGraph
+from prunekit.planning import apply_widths
 
 from _graph_nets import build, single_thread  # noqa: F401  (autouse fixture)
 

@@ -9,7 +9,8 @@ import torch.fx
 import torch.nn as nn
 
 from prunekit.errors import PrunekitError
-from prunekit.graph import DependencyGraph, GraphError, apply_widths, prune
+from prunekit.graph import DependencyGraph, GraphError
+from prunekit.planning import apply_widths, prune
 
 from _graph_nets import cbr, single_thread  # noqa: F401  (autouse fixture)
 
