@@ -63,6 +63,8 @@ def main() -> None:
     ap.add_argument("--clock", default="cpu", choices=["cpu", "wall"])
     ap.add_argument("--train-threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--lut-only", action="store_true", help="Only the LUT error reports (torch CPU and ONNX Runtime "
+                    "CPU) of resnet20 at 16 px, batch 16: latency does not depend on the weights.")
     args = ap.parse_args()
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,6 +72,8 @@ def main() -> None:
     command = "python " + " ".join(sys.argv)
     t_start = time.time()
 
+    if args.lut_only:
+        return lut_only(args, command)
     n_train, pre_epochs, lt_epochs, st_steps = 10_000, args.pretrain_epochs, args.long_term_epochs, \
         args.short_term_steps
     if args.smoke:
@@ -209,6 +213,34 @@ def main() -> None:
         if art in result.artifacts:
             shutil.copy(result.artifacts[art], RESULTS / f"{stem}-{suffix}.png")
     log(f"wrote {path}")
+
+
+def lut_only(args, command: str) -> None:
+    """The tables' error reports alone (benchmarks/results/netadapt-lut-resnet20-16px-cpu.json)."""
+    from prunekit.cost.lut import TorchCPU
+
+    x16 = torch.randn(2, 3, 16, 16)
+    out = Path(args.output)
+    records = {}
+    for label, backend in (("torch_cpu", TorchCPU(batch_size=16, threads=1, clock=args.clock, repeats=30, warmup=5)),
+                           ("onnxruntime_cpu", OnnxRuntimeCPU(batch_size=16, threads=1, repeats=30, warmup=5))):
+        t0 = time.time()
+        table = LatencyTable(DependencyGraph(create("resnet20", num_classes=10).eval(), x16), backend, round_to=8,
+                             min_channels=8, cache_dir=out / "lut-cache", log=log)
+        t1 = time.time()
+        rep = table.check(20)
+        log(str(rep))
+        d = rep.to_dict()
+        records[label] = {"backend": backend.describe(), "identity": backend.identity(), "stats": table.stats,
+                          "constant_ms": table.constant, "build_s": round(t1 - t0, 1),
+                          "check_s": round(time.time() - t1, 1),
+                          "unmeasured": table.unmeasured, "errors_pct": [round(e, 2) for e in rep.errors_pct()],
+                          **{k: v for k, v in d.items() if k != "configs"},
+                          "configs": [{"predicted": c["predicted"], "measured": c["measured"]} for c in d["configs"]]}
+    rec = envelope("netadapt-lut-resnet20-16px-cpu", device="2-core x86_64 CPU (shared, loaded)", command=command,
+                   model="resnet20", input="3x16x16", batch_size=16, threads=1, grid_step=8, min_channels=8,
+                   clock_torch=args.clock, luts=records)
+    log(f"wrote {write_record(rec, RESULTS / 'netadapt-lut-resnet20-16px-cpu.json')}")
 
 
 if __name__ == "__main__":
