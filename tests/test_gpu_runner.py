@@ -189,6 +189,24 @@ time.sleep(600)
 """
 
 
+def _fake_row(rid, command, writes, est=0.02, **kw):
+    r = {"id": rid, "title": rid, "status": "pending", "command": command, "est_device_min": est,
+         "needs": {"data": "cifar10", "checkpoint": None, "wheel": None}, "writes": writes, "target": "t",
+         "check": [], "result": None, "notes": "", "smoke": {"command": command, "writes": writes}}
+    r.update(kw)
+    return r
+
+
+def _write_ledger(path: Path, rows: list[dict]) -> None:
+    """One field per line, as in the real ledger (collect.py edits the status/result lines in place)."""
+    lines = ["schema: prunekit.gpu-ledger/1", "rows:"]
+    for r in rows:
+        for i, (k, v) in enumerate(r.items()):
+            val = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
+            lines.append(("  - " if i == 0 else "    ") + f"{k}: {val}")
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _fake_repo(tmp: Path) -> tuple[Path, Path, Path]:
     repo = tmp / "repo"
     (repo / "benchmarks").mkdir(parents=True)
@@ -197,13 +215,7 @@ def _fake_repo(tmp: Path) -> tuple[Path, Path, Path]:
     (repo / "results").mkdir()
     (repo / "results" / "old.json").write_text("{}")
 
-    def row(rid, command, writes, **kw):
-        r = {"id": rid, "title": rid, "status": "pending", "command": command, "est_device_min": 0.02,
-             "needs": {"data": "cifar10", "checkpoint": None, "wheel": None}, "writes": writes, "target": "t",
-             "check": [], "result": None, "notes": "", "smoke": {"command": command, "writes": writes}}
-        r.update(kw)
-        return r
-
+    row = _fake_row
     ledger = {"schema": L.SCHEMA, "rows": [
         row("train", "python benchmarks/fake_train.py --out results/train.json --ckpt ~/runs/train/last.bin "
                      "--value 93.4", ["results/train.json"],
@@ -221,15 +233,7 @@ def _fake_repo(tmp: Path) -> tuple[Path, Path, Path]:
             status="blocked (method not landed)"),
     ]}
     ledger_path = tmp / "ledger.yaml"
-    # one field per line, as in the real ledger (collect.py edits status/result lines in place)
-    lines = ["schema: prunekit.gpu-ledger/1", "rows:"]
-    for r in ledger["rows"]:
-        first = True
-        for k, v in r.items():
-            val = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip().removesuffix("...").strip()
-            lines.append(("  - " if first else "    ") + f"{k}: {val}")
-            first = False
-    ledger_path.write_text("\n".join(lines) + "\n")
+    _write_ledger(ledger_path, ledger["rows"])
     assert L.validate(L.load(ledger_path), repo) == []
     data = tmp / "data"
     data.mkdir()
@@ -245,7 +249,7 @@ def test_runner_end_to_end_on_a_fake_ledger(tmp_path):
     out, runs = tmp_path / "out", tmp_path / "runs"
     common = ["--ledger", ledger, "--cwd", repo, "--runs-dir", runs, "--data-dir", data, "--out", out,
               "--commit", "abc123", "--grace-s", "1", "--kill-after-s", "2"]
-    p = _run([RUN, "--budget-min", "0.12", *common], timeout=60)
+    p = _run([RUN, "--budget-min", "0.25", *common], timeout=90)
     assert p.returncode == 1, p.stdout + p.stderr  # the slow row was cut at its timeout
     files = sorted(f.name for f in out.iterdir())
     assert files == ["runner-summary.json", "runner.log", "slow.result.json", "train.bin", "train.result.json",
@@ -301,6 +305,26 @@ def test_runner_end_to_end_on_a_fake_ledger(tmp_path):
     assert L.validate(L.load(ledger), repo) == []
 
 
+def test_runner_replans_the_minutes_a_failed_row_leaves(tmp_path):
+    """A row that fails at once gives its minutes back: a row that did not fit the first plan runs after it."""
+    repo, _, data = _fake_repo(tmp_path)
+    (repo / "benchmarks" / "fake_fail.py").write_text("import sys; print('boom'); sys.exit(7)\n")
+    ledger = tmp_path / "ledger2.yaml"
+    _write_ledger(ledger, [
+        _fake_row("big", "python benchmarks/fake_fail.py", ["results/big.json"], est=0.3),
+        _fake_row("small", "python benchmarks/fake_train.py --out results/small.json --ckpt ~/runs/s/x --value 1",
+                  ["results/small.json"], est=0.2)])
+    out = tmp_path / "out2"
+    p = _run([RUN, "--budget-min", "0.4", "--ledger", ledger, "--cwd", repo, "--runs-dir", tmp_path / "runs2",
+              "--data-dir", data, "--out", out, "--grace-s", "1", "--kill-after-s", "2"], timeout=60)
+    assert p.returncode == 1, p.stdout + p.stderr
+    s = json.loads((out / "runner-summary.json").read_text())
+    assert s["plan"]["scheduled"] == ["big"] and s["plan"]["skipped"]["small"].startswith("does not fit")
+    assert s["plan"]["run_order"] == ["big", "small"]
+    assert {r["id"]: (r["status"], r["rc"]) for r in s["rows"]} == {"big": ("failed", 7), "small": ("done", 0)}
+    assert json.loads((out / "big.result.json").read_text())["log_tail"] == ["boom"]
+
+
 def test_collect_refuses_a_dry_run(tmp_path):
     (tmp_path / "runner-summary.json").write_text(json.dumps({"dry_run": True}))
     (tmp_path / "x.result.json").write_text(json.dumps({"row": "x", "status": "done", "dry_run": True}))
@@ -314,7 +338,9 @@ def test_dry_run_of_real_rows(tmp_path):
     """The cheapest real smoke variants end to end on CPU: the loader row and the ResNet-56 baseline (a shrunk copy of
     its recipe, its checkpoint slimmed into the out folder), in a scratch copy of the repo, on synthetic data."""
     out, runs = tmp_path / "out", tmp_path / "runs"
-    before = sorted(p.name for p in (REPO / "benchmarks" / "results").iterdir())
+    smoke_files = [REPO / "benchmarks" / "results" / n for n in ("baseline-resnet56-cifar10-smoke.json",
+                                                                 "loader-throughput-cpu-smoke.json")]
+    before = [f.exists() and f.stat().st_mtime_ns for f in smoke_files]
     p = _run([RUN, "--dry-run", "--rows", "loader-throughput-gpu,baseline-resnet56", "--out", out, "--runs-dir", runs],
              timeout=240)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
@@ -337,4 +363,4 @@ def test_dry_run_of_real_rows(tmp_path):
 
     ckpt = torch.load(out / "resnet56_cifar10.ckpt", weights_only=True)
     assert ckpt["optimizer"] is None and ckpt["meta"]["model"]["name"] == "resnet56" and ckpt["model"]
-    assert sorted(p.name for p in (REPO / "benchmarks" / "results").iterdir()) == before  # scratch copy only
+    assert [f.exists() and f.stat().st_mtime_ns for f in smoke_files] == before  # only the scratch copy got them

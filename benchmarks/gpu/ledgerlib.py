@@ -176,14 +176,15 @@ def row_estimate(row: dict[str, Any], *, dry_run: bool, done_here: set[str], sch
 def plan(ledger: dict[str, Any], budget_min: float, *, dry_run: bool = False, only: list[str] | None = None,
          done_here: set[str] | frozenset[str] = frozenset(), checkpoint_available: Callable[[dict], bool] =
          lambda ck: False, wheel_ok: Callable[[str], bool] = lambda w: True, data_ok: Callable[[], str | None] =
-         lambda: None, files_left: int | None = None) -> Plan:
+         lambda: None, files_left: int | None = None, exclude: dict[str, str] | None = None) -> Plan:
     """The rows to run now, greedily in ledger order, each fitting the minutes still unplanned.
 
     A row is skipped when: it is blocked, measured by another row (``part_of``), done (in the ledger, unless named
     in ``only`` or ``dry_run``; or here: ``done_here``), a wheel or the data is missing (``data_ok`` returns a
     reason), its checkpoint is neither available (``checkpoint_available``: done on this machine or committed)
     nor produced by a row planned before it, it does not fit the minutes left, or the out folder's file cap
-    (``files_left``: one result file per row plus its artifacts) would be exceeded.
+    (``files_left``: one result file per row plus its artifacts) would be exceeded, or it is in ``exclude``
+    (id -> reason: e.g. already attempted by this runner call).
     """
     by_id = rows_by_id(ledger)
     if only is not None:
@@ -199,6 +200,9 @@ def plan(ledger: dict[str, Any], budget_min: float, *, dry_run: bool = False, on
         if only is not None and rid not in only:
             continue
         word = status_word(row)
+        if exclude and rid in exclude:
+            out.skipped[rid] = exclude[rid]
+            continue
         if row.get("part_of"):
             out.skipped[rid] = f"measured by {row['part_of']}"
             continue

@@ -50,8 +50,9 @@ MAX_FILES = 8
 MAX_FILE_BYTES = 16 * 2**20
 LOG_CAP_BYTES = 6 * 2**20
 PARTIAL_MAX_BYTES = 2**20
-KILL_AFTER_S = 20       # SIGKILL this long after the SIGTERM of a row's timeout
-GRACE_S = 45            # a row's timeout ends this long before the runner's deadline (kill + bookkeeping)
+KILL_AFTER_S = 15       # SIGKILL this long after the SIGTERM of a row's timeout (the Trainer checkpoints first)
+GRACE_S = 30            # a row's timeout ends this long before the runner's deadline (kill + bookkeeping)
+PLAN_SLACK_MIN = 0.1    # planning forgives the runner's own few seconds of start-up
 SUMMARY = "runner-summary.json"
 LOG = "runner.log"
 ROW_SCHEMA = "prunekit.gpu-runner.row/1"
@@ -211,6 +212,7 @@ class Runner:
         self.info = device_info(self.dry)
         self.commit = args.commit or git_commit(L.REPO)
         self.rows: dict[str, dict[str, Any]] = {}
+        self._plan: dict[str, Any] | None = None
         self.log_bytes = 0
 
     # -------------------------------------------------------------- paths
@@ -263,7 +265,7 @@ class Runner:
              "terminated": self.terminated}
         if plan is not None:
             self._plan = {"scheduled": plan.scheduled, "estimates_min": plan.est, "skipped": plan.skipped}
-        s["plan"] = getattr(self, "_plan", None)
+        s["plan"] = self._plan
         s["rows"] = list(self.rows.values())
         s["files"] = self.out_files()
         return s
@@ -479,7 +481,7 @@ class Runner:
             except ProcessLookupError:
                 pass
 
-    def make_plan(self) -> L.Plan:
+    def make_plan(self, budget_min: float, exclude: dict[str, str] | None = None) -> L.Plan:
         done = self.done_here()
         files_left = None
         if self.out is not None:
@@ -489,14 +491,18 @@ class Runner:
         only = [x for x in self.args.rows.split(",") if x] if self.args.rows else None
         problem = None if self.args.plan_only and not self.data.exists() else \
             data_problem(self.data, self.manifest, full=not self.dry)
-        return L.plan(self.ledger, self.args.budget_min, dry_run=self.dry, only=only, done_here=done,
+        return L.plan(self.ledger, budget_min, dry_run=self.dry, only=only, done_here=done,
                       checkpoint_available=lambda ck: self.checkpoint_available(ck, done), wheel_ok=self.wheel_ok,
-                      data_ok=lambda: problem, files_left=files_left)
+                      data_ok=lambda: problem, files_left=files_left, exclude=exclude)
+
+    def minutes_left(self) -> float:
+        """Minutes to plan with now (the runner's own start-up of a few seconds forgiven)."""
+        return max(0.0, (self.deadline - time.time()) / 60 + PLAN_SLACK_MIN)
 
     def run(self) -> int:
         self.manifest = verify_manifest(self.data) if self.data.is_dir() else \
             {"state": "absent", "detail": f"{self.data} does not exist"}
-        plan = self.make_plan()
+        plan = self.make_plan(self.args.budget_min)
         print(f"budget {self.args.budget_min:g} min · data {self.data} ({self.manifest['state']}) · "
               f"{self.info['device']} · torch {self.info['torch']}" + (" · DRY RUN (CPU smoke variants)"
                                                                         if self.dry else ""), flush=True)
@@ -507,30 +513,24 @@ class Runner:
         if self.args.plan_only:
             return 0
         self.write_summary(plan=plan)
+        # Re-plan before every row with the minutes really left: a row that fails fast or ends early frees its
+        # minutes for the next rows that fit; one that overran pushes later rows out.
+        attempted: dict[str, str] = {}
         failed = 0
-        for rid in plan.scheduled:
-            row = self.by_id[rid]
-            if self.terminated:
-                self.rows[rid] = {"id": rid, "status": "not started", "reason": "the runner was terminated"}
-                continue
-            ck = row["needs"]["checkpoint"]
-            if ck is not None and ck["from_row"] in self.rows and self.rows[ck["from_row"]]["status"] != "done" \
-                    and not self.checkpoint_available(ck, self.done_here()):
-                self.rows[rid] = {"id": rid, "status": "not started",
-                                  "reason": f"{ck['from_row']} did not finish ({self.rows[ck['from_row']]['status']})"}
-                self.say(f"skip {rid}: {self.rows[rid]['reason']}")
-                continue
-            left = self.deadline - time.time() - self.args.grace_s
-            if plan.est[rid] * 60 > left:
-                self.rows[rid] = {"id": rid, "status": "not started",
-                                  "reason": f"no longer fits: ~{plan.est[rid]:g} min, {max(left, 0) / 60:.1f} left"}
-                self.say(f"skip {rid}: {self.rows[rid]['reason']}")
-                continue
-            entry = self.run_row(row, plan.est[rid])
+        while not self.terminated:
+            now_plan = self.make_plan(self.minutes_left(), exclude=attempted)
+            if not now_plan.scheduled:
+                break
+            rid = now_plan.scheduled[0]
+            entry = self.run_row(self.by_id[rid], now_plan.est[rid])
+            attempted[rid] = f"attempted in this call: {entry['status']}"
             failed += entry["status"] != "done"
+        final = self.make_plan(self.minutes_left(), exclude=attempted)
+        self._plan["run_order"] = list(attempted)
+        self._plan["skipped_at_end"] = final.skipped
         self.write_summary(finished=True)
-        print(f"runner: {len(plan.scheduled)} planned, "
-              f"{sum(self.rows.get(r, {}).get('status') == 'done' for r in plan.scheduled)} done, "
+        print(f"runner: {len(attempted)} row(s) run, "
+              f"{sum(self.rows[r]['status'] == 'done' for r in attempted)} done, "
               f"{(time.time() - self.t0) / 60:.2f} min; files: {self.out_files()}", flush=True)
         return 1 if failed or self.terminated else 0
 
