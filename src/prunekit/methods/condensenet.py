@@ -22,6 +22,7 @@ model its converted inference form: MACs, params, latency and accuracy of both.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 import torch
@@ -50,17 +51,19 @@ def learned_group_convs(model: nn.Module) -> list[tuple[str, LearnedGroupConv]]:
     return [(n, m) for n, m in model.named_modules() if isinstance(m, LearnedGroupConv)]
 
 
-def stage_at(progress: float, condense_factor: int, condense_end: float = 0.5) -> int:
+def stage_at(progress: float | Fraction, condense_factor: int, condense_end: float = 0.5) -> int:
     """The condensing stages done at ``progress`` (fraction of training steps done): the first ``i`` in
-    ``0..C-2`` with ``progress < condense_end * (i + 1) / (C - 1)``, else ``C - 1`` (upstream ``_check_drop``)."""
+    ``0..C-2`` with ``progress < condense_end * (i + 1) / (C - 1)``, else ``C - 1`` (upstream ``_check_drop``).
+    Compared in exact rationals (pass ``Fraction(step, total)``), so a stage starts exactly at its step."""
     last = condense_factor - 1
+    p, end = Fraction(progress), Fraction(condense_end)
     for i in range(last):
-        if progress < condense_end * (i + 1) / last:
+        if p < end * (i + 1) / last:
             return i
     return last
 
 
-def condense(model: nn.Module, progress: float, condense_end: float = 0.5) -> list[str]:
+def condense(model: nn.Module, progress: float | Fraction, condense_end: float = 0.5) -> list[str]:
     """Bring every learned group conv of ``model`` to its stage at ``progress``; returns the names of the layers
     that condensed now."""
     changed = []
@@ -87,8 +90,9 @@ def group_lasso(model: nn.Module) -> torch.Tensor:
 
 class Condensation(Callback):
     """Runs the condensing stages at their fraction of training (see the module docstring), before the forward
-    pass of the first step past each threshold. ``events``: one entry per stage reached (step, epoch, stage,
-    kept fraction of the learned connections); it survives a resume."""
+    pass of the first step past each threshold, and keeps the removed weights at zero (their gradients, and at a
+    stage their optimizer state, are masked). ``events``: one entry per stage reached (step, epoch, stage, kept
+    fraction of the learned connections); it survives a resume."""
 
     def __init__(self, condense_end: float = 0.5):
         check_range("condense_end", condense_end, 0, 1, low_open=True)
@@ -96,17 +100,36 @@ class Condensation(Callback):
         self.events: list[dict[str, Any]] = []
 
     def on_fit_start(self, trainer) -> None:
-        if not learned_group_convs(trainer.model):
+        self._layers = learned_group_convs(trainer.model)
+        if not self._layers:
             raise ConfigError("Condensation: the model has no LearnedGroupConv layer")
+        for _, m in self._layers:
+            m.apply_mask()
+        self._stages: list[int] | None = None  # the stage each layer was last brought to (no device syncs)
 
     def on_step_start(self, trainer, batch) -> None:
-        total = trainer.config.epochs * trainer.steps_per_epoch
-        progress = trainer.global_step / total
-        if condense(trainer.model, progress, self.condense_end):
-            stages = sorted({int(m.stage) for _, m in learned_group_convs(trainer.model)})
-            self.events.append({"step": trainer.global_step, "progress": progress,
-                                "epoch": trainer.global_step / trainer.steps_per_epoch, "stage": stages[-1],
-                                "kept": kept_fraction(trainer.model)})
+        progress = Fraction(trainer.global_step, trainer.config.epochs * trainer.steps_per_epoch)
+        targets = [stage_at(progress, m.condense_factor, self.condense_end) for _, m in self._layers]
+        if targets == self._stages:
+            return
+        changed = [(n, m) for (n, m), t in zip(self._layers, targets) if m.condense_to(t)]
+        self._stages = targets
+        if not changed:
+            return
+        with torch.no_grad():
+            for _, m in changed:
+                for v in trainer.optimizer.state.get(m.conv.weight, {}).values():
+                    if isinstance(v, torch.Tensor) and v.shape == m.mask.shape:
+                        v.mul_(m.mask)  # momentum / Adam moments of the removed weights
+        self.events.append({"step": trainer.global_step, "progress": float(progress),
+                            "epoch": trainer.global_step / trainer.steps_per_epoch, "stage": max(targets),
+                            "kept": kept_fraction(trainer.model)})
+
+    def on_after_backward(self, trainer) -> None:
+        with torch.no_grad():
+            for _, m in self._layers:
+                if m.conv.weight.grad is not None:
+                    m.conv.weight.grad.mul_(m.mask)
 
     def state_dict(self) -> dict[str, Any]:
         return {"events": list(self.events)}

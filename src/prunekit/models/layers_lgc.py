@@ -1,7 +1,10 @@
 """Learned group convolution (CondenseNet, Huang et al., CVPR 2018) and its inference form.
 
-:class:`LearnedGroupConv` is the training form: ``BN(in) -> ReLU -> [Dropout] -> Conv2d 1x1 (in -> out)`` whose
-weight is multiplied by a 0/1 ``mask`` buffer of the weight's shape. The ``out`` filters are split into ``G``
+:class:`LearnedGroupConv` is the training form: ``BN(in) -> ReLU -> [Dropout] -> Conv2d 1x1 (in -> out)`` with a
+0/1 ``mask`` buffer of the weight's shape. The layer computes with ``weight * mask``: condensing zeroes the
+removed weights, and :class:`~prunekit.methods.condensenet.Condensation` (the Trainer callback) keeps them at zero
+(their gradients and optimizer state are masked). The conv itself is a plain ``nn.Conv2d``, so the dependency
+graph, the MAC count and every pruning method see an ordinary 1x1 convolution. The ``out`` filters are split into ``G``
 groups, **filter o belonging to group ``o mod G``** (the official code's interleaved ``mask[g::G]`` layout, an
 implicit channel shuffle). Condensation (:meth:`LearnedGroupConv.condense_to`) runs in ``C - 1`` stages; each
 removes, *per group*, the ``in // C`` still-connected input channels with the smallest L1 norm over that group's
@@ -26,17 +29,6 @@ import torch
 import torch.nn as nn
 
 from prunekit.errors import ConfigError
-
-
-class MaskedConv2d(nn.Conv2d):
-    """A bias-free 1x1 ``Conv2d`` computing with ``weight * mask`` (``mask``: a buffer of the weight's shape)."""
-
-    def __init__(self, in_channels: int, out_channels: int):
-        super().__init__(in_channels, out_channels, 1, bias=False)
-        self.register_buffer("mask", torch.ones_like(self.weight))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._conv_forward(x, self.weight * self.mask, None)
 
 
 class LearnedGroupConv(nn.Module):
@@ -64,7 +56,8 @@ class LearnedGroupConv(nn.Module):
         self.norm = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU()
         self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv = MaskedConv2d(in_channels, out_channels)
+        self.conv = nn.Conv2d(in_channels, out_channels, 1, bias=False)
+        self.register_buffer("mask", torch.ones_like(self.conv.weight))
         self.register_buffer("stage", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,12 +85,12 @@ class LearnedGroupConv(nn.Module):
 
     def group_mask(self) -> torch.Tensor:
         """``[G, in]`` bool: which input channels each group reads (every filter of a group reads the same)."""
-        m = self.conv.mask[:, :, 0, 0]
+        m = self.mask[:, :, 0, 0]
         return m[: self.groups].bool()  # row g is a filter of group g; all filters of a group share its columns
 
     def importance(self) -> torch.Tensor:
         """``[G, in]``: the L1 norm of each input column over the group's (masked) filters."""
-        w = (self.conv.weight * self.conv.mask)[:, :, 0, 0].detach().abs()
+        w = (self.conv.weight * self.mask)[:, :, 0, 0].detach().abs()
         return w.reshape(self.out_channels // self.groups, self.groups, self.in_channels).sum(0)
 
     @torch.no_grad()
@@ -114,15 +107,21 @@ class LearnedGroupConv(nn.Module):
             cols = torch.ones_like(live)
             cols.scatter_(1, drop, False)
             rows = cols.repeat(self.out_channels // self.groups, 1)  # row k*G + g <- group g
-            self.conv.mask.mul_(rows[:, :, None, None].to(self.conv.mask.dtype))
+            self.mask.mul_(rows[:, :, None, None].to(self.mask.dtype))
+            self.conv.weight.mul_(self.mask)
             self.stage.add_(1)
             ran += 1
         return ran
 
+    @torch.no_grad()
+    def apply_mask(self) -> None:
+        """Zero the weights outside the mask (the callback keeps them at zero during training)."""
+        self.conv.weight.mul_(self.mask)
+
     def lasso(self) -> torch.Tensor:
         """Group lasso ``sum_g sum_j sqrt(max(sum_{o in g} W_oj^2, 1e-6))`` on the masked weights (0 once every
         stage has run, as upstream)."""
-        w = self.conv.weight * self.conv.mask
+        w = self.conv.weight * self.mask
         if int(self.stage) >= self.final_stage:
             return w.sum() * 0.0
         w = w[:, :, 0, 0].reshape(self.out_channels // self.groups, self.groups, self.in_channels)
@@ -134,8 +133,13 @@ class LearnedGroupConv(nn.Module):
         """The :class:`CondensedConv` computing the same function in eval mode (dropout is dropped)."""
         g, kept, d_out = self.groups, self.kept_per_group, self.out_channels // self.groups
         live = self.group_mask()
-        if not bool((live.sum(1) == kept).all()):
-            raise ConfigError("LearnedGroupConv: the mask does not match its stage (edited by hand?)")
+        if self.mask.shape != self.conv.weight.shape or not bool((live.sum(1) == kept).all()):
+            raise ConfigError("LearnedGroupConv: the mask does not match its weight or its stage (pruned or edited "
+                              "by hand?)")
+        if bool((self.conv.weight * (1 - self.mask)).any()):
+            raise ConfigError("LearnedGroupConv: weights outside the mask are non-zero: the layer was trained after "
+                              "condensing without the Condensation callback (which keeps them at zero); "
+                              "call apply_mask() to re-zero them (this changes the function)")
         index = torch.cat([live[i].nonzero().flatten() for i in range(g)])  # group-major, increasing
         p = self.conv.weight
         out = CondensedConv(self.in_channels, self.out_channels, g, kept).to(device=p.device, dtype=p.dtype)
@@ -217,4 +221,4 @@ class CondensedLinear(nn.Module):
         return self.linear(torch.index_select(x, 1, self.index))
 
 
-__all__ = ["ChannelShuffle", "CondensedConv", "CondensedLinear", "LearnedGroupConv", "MaskedConv2d"]
+__all__ = ["ChannelShuffle", "CondensedConv", "CondensedLinear", "LearnedGroupConv"]
