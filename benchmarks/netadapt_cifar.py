@@ -13,6 +13,13 @@ which a loaded shared machine perturbs far less than the wall clock; say which i
 
 Every phase is resumable: re-run the same command after a timeout. ``--smoke`` shrinks everything (mechanics only).
 Writes benchmarks/results/netadapt-resnet20-cifar10-16px-cpu.json (+ family / LUT-error PNGs).
+
+``--gpu`` is the issue's GPU protocol (not run yet: no GPU lent so far): CIFAR-10 32 px (45k train / 5k val), the
+latency of resnet20 at batch 512 in bfloat16 under CUDA graphs, 30 pre-training epochs, official schedule for 12
+iterations, 100 short-term steps (batch 256), 30 long-term epochs for NetAdapt's network and the uniform twin;
+``--gpu --resource macs`` is the paper's "direct metrics" ablation (the same loop with MACs as the resource).
+CIFAR-10 is 135 MiB on disk, more than one device call carries (64 MiB): stage it first (see
+../shared/research/wave2-methods.md §5). Record: netadapt-resnet20-cifar10-gpu[-macs].json.
 """
 
 from __future__ import annotations
@@ -63,6 +70,8 @@ def main() -> None:
     ap.add_argument("--clock", default="cpu", choices=["cpu", "wall"])
     ap.add_argument("--train-threads", type=int, default=2)
     ap.add_argument("--smoke", action="store_true")
+    ap.add_argument("--gpu", action="store_true", help="The GPU protocol (see the module docstring).")
+    ap.add_argument("--resource", default="latency", choices=["latency", "macs"])
     ap.add_argument("--lut-only", action="store_true", help="Only the LUT error reports (torch CPU and ONNX Runtime "
                     "CPU) of resnet20 at 16 px, batch 16: latency does not depend on the weights.")
     args = ap.parse_args()
@@ -76,10 +85,21 @@ def main() -> None:
         return lut_only(args, command)
     n_train, pre_epochs, lt_epochs, st_steps = 10_000, args.pretrain_epochs, args.long_term_epochs, \
         args.short_term_steps
+    P = dict(device="cpu", image_size=16, val_split=0.04, batch=128, platform="cpu", latency_batch=16, dtype=None,
+             init_reduction=0.05, decay=0.98, max_iters=30, target=0.5, lat_device="cpu",
+             name="netadapt-resnet20-cifar10-16px-cpu", where="2-core x86_64 CPU", lat_key="cpu_bs16_1thread_16px")
+    if args.gpu:
+        n_train, pre_epochs, lt_epochs, st_steps = None, 30, 30, 100
+        P.update(device="cuda", image_size=None, val_split=0.1, batch=256, platform="cuda", latency_batch=512,
+                 dtype="bfloat16", init_reduction=0.025, decay=0.96, max_iters=12, target=0.7, lat_device="cuda",
+                 name="netadapt-resnet20-cifar10-gpu", where=torch.cuda.get_device_name(0),
+                 lat_key="gpu_bs512_bf16_graph")
+    if args.resource == "macs":
+        P["name"] += "-macs"
     if args.smoke:
         n_train, pre_epochs, lt_epochs, st_steps = 1000, 1, 1, 2
-    data = build_data("cifar10", data_dir=args.data_dir, batch_size=128, val_split=0.04, train_subset=n_train,
-                      image_size=16, seed=args.seed)
+    data = build_data("cifar10", data_dir=args.data_dir, batch_size=P["batch"], val_split=P["val_split"],
+                      train_subset=n_train, image_size=P["image_size"], seed=args.seed, device=P["device"])
     log(f"data: train {data.train.num_samples}, val {data.val.num_samples}, test {data.test.num_samples}")
 
     # 1. pre-train resnet20 (resumable)
@@ -87,11 +107,11 @@ def main() -> None:
     pre = TrainConfig(epochs=pre_epochs, lr=0.1, schedule="onecycle", weight_decay=5e-4, nesterov=True,
                       seed=args.seed, checkpoint_dir=out / "pretrain", resume=True, progress=False)
     if not (out / "pretrain" / "model.safetensors").exists():
-        Trainer(base, data.train, data.val, config=pre).fit()
+        Trainer(base, data.train, data.val, config=pre, device=P["device"]).fit()
         x2 = next(iter(data.test))[0][:2]
         save(base.eval(), out / "pretrain" / "model.safetensors", example_inputs=x2)
     base = load(out / "pretrain" / "model.safetensors")
-    base_test = evaluate(base, data.test).top1
+    base_test = evaluate(copy.deepcopy(base).to(P["device"]), data.test).top1
     log(f"pre-trained resnet20 ({pre_epochs} epochs): test top-1 {base_test:.2f}%")
 
     # 2. NetAdapt
@@ -99,23 +119,32 @@ def main() -> None:
                         progress=False)
     long_term = TrainConfig(epochs=lt_epochs, lr=0.01, momentum=0.9, weight_decay=5e-4, schedule="cosine",
                             seed=args.seed, progress=False)
-    cfg = NetAdaptConfig(target_latency=0.5, platform="cpu", latency_batch=16, threads=1, clock=args.clock,
+    target = {"target_latency": P["target"]} if args.resource == "latency" else {"target_macs": P["target"]}
+    cfg = NetAdaptConfig(**target, platform=P["platform"], latency_batch=P["latency_batch"],
+                         latency_dtype=P["dtype"], threads=1, clock=args.clock if not args.gpu else "wall",
                          lut_repeats=30 if not args.smoke else 3, lut_warmup=5, lut_check=20 if not args.smoke else 3,
-                         lut_cache=str(out / "lut-cache"), init_reduction=0.05, decay=0.98, max_iters=30,
+                         lut_cache=str(out / "lut-cache"), init_reduction=P["init_reduction"], decay=P["decay"],
+                         max_iters=P["max_iters"] if not args.smoke else 2,
                          round_to=8, min_channels=8, min_keep=0.25, selection="accuracy_per_latency",
-                         short_term_steps=st_steps, short_term=short, long_term=long_term, uniform_points=3)
-    info = RunInfo(name="netadapt-resnet20-cifar10-16px-cpu", model_name="resnet20", reduced=True,
-                   settings={"seed": args.seed, "image_size": 16}, command=command)
-    result = NetAdapt(cfg).run(base, data, out / "netadapt", device="cpu", log=log, info=info)
+                         short_term_steps=st_steps, short_term=short, long_term=long_term,
+                         uniform_points=3 if not args.smoke else 1)
+    info = RunInfo(name=P["name"], model_name="resnet20", reduced=True,
+                   settings={"seed": args.seed, "image_size": P["image_size"]}, command=command)
+    run_dir = out / ("netadapt" if args.resource == "latency" else "netadapt-macs")
+    result = NetAdapt(cfg).run(base, data, run_dir, device=P["device"], log=log, info=info)
     na = result.model.cpu().eval()
     det = result.details
     iters = det["iterations"]
     log(f"NetAdapt: {iters} iterations, stopped: {det['stopped']}")
 
     # 3. the uniform twin: measured latency within 2 % of NetAdapt's network
-    x16 = torch.randn(16, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    size = P["image_size"] or 32
+    x16 = torch.randn(P["latency_batch"], 3, size, size, generator=torch.Generator().manual_seed(0))
     lat_kw = dict(threads=1, clock=args.clock, repeats=40 if not args.smoke else 3, warmup=5)
-    twin_file = out / "uniform" / "pruned.json"
+    if args.gpu:
+        lat_kw = dict(device="cuda", threads=None, cuda_graph=True, dtype=torch.bfloat16, channels_last=True,
+                      repeats=40, warmup=5)
+    twin_file = out / ("uniform" if args.resource == "latency" else "uniform-macs") / "pruned.json"
     if twin_file.exists():
         twin = json.loads(twin_file.read_text())
     else:
@@ -147,11 +176,11 @@ def main() -> None:
     st_epochs = max(1, math.ceil(path_steps / n_batches))
     uni_short = TrainConfig.from_dict({**short.to_dict(), "epochs": st_epochs,
                                        "steps_per_epoch": math.ceil(path_steps / st_epochs),
-                                       "checkpoint_dir": out / "uniform" / "short", "resume": True})
-    Trainer(uni, data.train, data.val, config=uni_short).fit()
-    uni_long = TrainConfig.from_dict({**long_term.to_dict(), "checkpoint_dir": out / "uniform" / "long",
+                                       "checkpoint_dir": twin_file.parent / "short", "resume": True})
+    Trainer(uni, data.train, data.val, config=uni_short, device=P["device"]).fit()
+    uni_long = TrainConfig.from_dict({**long_term.to_dict(), "checkpoint_dir": twin_file.parent / "long",
                                       "resume": True})
-    Trainer(uni, data.train, data.val, config=uni_long).fit()
+    Trainer(uni, data.train, data.val, config=uni_long, device=P["device"]).fit()
     uni = uni.eval()
 
     # 4. final numbers: test top-1, latency of all three interleaved
@@ -159,11 +188,13 @@ def main() -> None:
         warnings.simplefilter("ignore")
         lat = compare_latency({"baseline": base, "netadapt": na, "uniform": uni}, x16,
                               **{**lat_kw, "repeats": 60 if not args.smoke else 3})
-    tops = {k: evaluate(m, data.test).top1 for k, m in (("baseline", base), ("netadapt", na), ("uniform", uni))}
+    uni = uni.cpu()
+    nets = {"baseline": base, "netadapt": na, "uniform": uni}
+    tops = {k: evaluate(copy.deepcopy(m).to(P["device"]), data.test).top1 for k, m in nets.items()}
     log(f"test top-1 {tops}; latency ms " + ", ".join(f"{k} {v.median_ms:.3f}" for k, v in lat.items()))
 
     # 5. the LUT error on ONNX Runtime CPU
-    ort = LatencyTable(DependencyGraph(copy.deepcopy(base).eval(), x16[:2]),
+    ort = LatencyTable(DependencyGraph(copy.deepcopy(base).cpu().eval(), x16[:2].cpu()),
                        OnnxRuntimeCPU(batch_size=16, threads=1, repeats=30 if not args.smoke else 3, warmup=5),
                        round_to=8, min_channels=8, cache_dir=out / "lut-cache", log=log)
     ort_check = ort.check(20 if not args.smoke else 3)
@@ -174,14 +205,15 @@ def main() -> None:
                 "noisy": r.noisy}
 
     def summary(m):
-        gr = DependencyGraph(m, x16[:2])
+        m = copy.deepcopy(m).cpu()
+        gr = DependencyGraph(m, x16[:2].cpu())
         return {"params": sum(p.numel() for p in m.parameters()), "macs": gr.macs()}
 
-    lut = det["lut"]
+    lut = det.get("lut") or {"stats": None, "constant_ms": None, "check": None}
     rec = envelope(
-        "netadapt-resnet20-cifar10-16px-cpu" + ("-smoke" if args.smoke else ""), device="2-core x86_64 CPU",
+        P["name"] + ("-smoke" if args.smoke else ""), device=P["where"],
         command=command, method="netadapt", model="resnet20", dataset="cifar10", reduced=True,
-        schedule={"image_size": 16, "train_images": data.train.num_samples, "val_images": data.val.num_samples,
+        schedule={"image_size": size, "train_images": data.train.num_samples, "val_images": data.val.num_samples,
                   "pretrain_epochs": pre_epochs, "short_term_steps": st_steps, "iterations": iters,
                   "long_term_epochs": lt_epochs, "batch_size": 128,
                   "uniform_finetune": {"short_term_steps": st_epochs * uni_short.steps_per_epoch,
@@ -190,7 +222,8 @@ def main() -> None:
         baseline={"top1": round(tops["baseline"], 2), **summary(base)},
         pruned={"top1": round(tops["netadapt"], 2), **summary(na), "widths": det["family"][-1]["widths"]},
         uniform={"top1": round(tops["uniform"], 2), **summary(uni), "ratio": twin["ratio"], "widths": uni_widths},
-        latency_ms={"cpu_bs16_1thread_16px": {"clock": args.clock, **{k: lat_entry(v) for k, v in lat.items()}}},
+        latency_ms={P["lat_key"]: {"clock": args.clock if not args.gpu else "cuda graph",
+                                   **{k: lat_entry(v) for k, v in lat.items()}}},
         netadapt={"config": det["config"], "r0_ms": det["r0"], "budget_ms": det["budget"],
                   "stopped": det["stopped"], "floor_hit": det["floor_hit"],
                   "trajectory": [{k: f.get(k) for k in ("iteration", "group", "width", "resource", "measured_ms",
