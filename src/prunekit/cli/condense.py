@@ -20,6 +20,11 @@ condense_app = typer.Typer(rich_markup_mode=None, no_args_is_help=True,
                            help="CondenseNet tools: convert a trained learned-group-conv model for inference.")
 
 
+@condense_app.callback()
+def condense_main() -> None:
+    """CondenseNet tools: convert a trained learned-group-conv model for inference."""
+
+
 @condense_app.command("convert")
 def convert_cmd(
     source: Path = typer.Argument(..., help="A trained model with learned group convs: a prunekit model file "
