@@ -110,6 +110,13 @@ def run_one(args, arm: str, seed: int) -> dict:
     return rec
 
 
+def _rel(p: Path) -> str:
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
 def _mean_std(values: list[float]) -> dict:
     return {"mean": round(statistics.mean(values), 2), "std": round(statistics.stdev(values), 2) if len(values) > 1
             else None, "n": len(values), "values": values}
@@ -147,12 +154,13 @@ def summarize(args) -> dict:
                                            "p90_ms": round(v.p90_ms, 3)} for k, v in res.items()}}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip()
+    opts = f"--epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --out {_rel(args.out)}"
     out = {
         "schema": "prunekit.result/1", "name": "condensenet-learned-vs-fixed-cifar10-16px", "method": "condensenet",
         "model": "CondenseNet(stages 6-6-6, growth 8-16-32)", "dataset": "cifar10", "reduced": True,
-        "command": "nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms learned & "
-                   "nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py --arms fixed; "
-                   "then benchmarks/condensenet_cifar.py --summarize",
+        "command": f"nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py {opts} --arms learned & "
+                   f"nice -n 19 .venv/bin/python benchmarks/condensenet_cifar.py {opts} --arms fixed; "
+                   f"then .venv/bin/python benchmarks/condensenet_cifar.py {opts} --summarize",
         "schedule": {"train_epochs": args.epochs, "batch_size": 64, "lr": 0.1, "lr_schedule": "cosine per step",
                      "nesterov": True, "weight_decay": 1e-4, "image_size": 16, "train": 8000, "val": 1000,
                      "test": 10000, "condensation": "stages at 1/6, 1/3, 1/2 of the steps (C = 4)"},
