@@ -206,6 +206,24 @@ def test_classifier_pruning_keeps_the_strongest_inputs():
     assert torch.allclose(c(x), lin(x), atol=1e-6)
 
 
+def test_learned_group_convs_in_a_users_densenet():
+    from prunekit.methods.condensenet import condense, use_learned_group_convs
+    from prunekit.models.densenet_cifar import DenseNet
+
+    torch.manual_seed(0)
+    model = _randomize(DenseNet(depth=7, growth_rate=4)).eval()  # transitions BN -> ReLU -> conv1x1 (12, 16 ch)
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        y0 = model(x)
+    names = use_learned_group_convs(model, x)
+    assert names == ["features.2.conv.2", "features.4.conv.2"]
+    condense(model, Fraction(1, 2))
+    with torch.no_grad():
+        y = model(x)
+        assert not torch.allclose(y, y0)  # condensed: a different (smaller) function
+        assert torch.allclose(convert(model)(x), y, rtol=1e-4, atol=1e-5)
+
+
 # ---------------------------------------------------------------------------------------------- the zoo
 @pytest.mark.parametrize("name,flops,params", [("condensenet50", 28.6e6, 0.22e6), ("condensenet86", 65.8e6, 0.52e6),
                                                ("condensenet122", 116.7e6, 0.95e6)])

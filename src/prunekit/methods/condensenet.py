@@ -173,6 +173,60 @@ def convert(model: nn.Module, *, prune_classifier: bool = False, classifier_keep
     return model
 
 
+def _pre_activation_1x1(module: nn.Module) -> list[tuple[str, str, str]]:
+    """``(bn, relu, conv)`` child names of ``module`` registered consecutively as BatchNorm2d, ReLU and a 1x1
+    stride-1 bias-free dense Conv2d reading the BN's channels (DenseNet bottlenecks and transitions)."""
+    kids = list(module.named_children())
+    out = []
+    for (a, bn), (b, relu), (c, conv) in zip(kids, kids[1:], kids[2:]):
+        if (type(bn) is nn.BatchNorm2d and type(relu) is nn.ReLU and type(conv) is nn.Conv2d
+                and conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.groups == 1
+                and conv.bias is None and conv.in_channels == bn.num_features and bn.affine
+                and bn.track_running_stats):
+            out.append((a, b, c))
+    return out
+
+
+@torch.no_grad()
+def use_learned_group_convs(model: nn.Module, example_inputs: torch.Tensor, *, groups: int = 4,
+                            condense_factor: int | None = None) -> list[str]:
+    """Replace, in place, every pre-activation 1x1 convolution of ``model`` — BatchNorm2d, ReLU, Conv2d 1x1
+    registered one after the other (DenseNet-BC bottlenecks and transitions: ``densenet40``'s transitions,
+    torchvision DenseNet's ``norm1/relu1/conv1`` and transitions) — by a :class:`LearnedGroupConv` carrying the
+    same BN and weights (the BN and ReLU slots become ``Identity``): the same function, uncondensed. Layers whose
+    widths are not multiples of ``groups``/``condense_factor`` are left alone. The outputs on ``example_inputs``
+    are checked (the model is restored and ConfigError raised if they change). Returns the new layers' names."""
+    c = groups if condense_factor is None else condense_factor
+    was = model.training
+    model.eval()
+    before = model(example_inputs)
+    undo: list[tuple[nn.Module, str, nn.Module]] = []
+    names = []
+    for parent_name, parent in list(model.named_modules()):
+        for a, b, k in _pre_activation_1x1(parent):
+            bn, conv = getattr(parent, a), getattr(parent, k)
+            if conv.in_channels % groups or conv.in_channels % c or conv.out_channels % groups:
+                continue
+            lgc = LearnedGroupConv(conv.in_channels, conv.out_channels, groups, c).to(conv.weight.device)
+            lgc.norm.load_state_dict(bn.state_dict())
+            lgc.norm.eps, lgc.norm.momentum = bn.eps, bn.momentum
+            lgc.conv.weight.copy_(conv.weight)
+            lgc.train(bn.training)
+            for name, new in ((a, nn.Identity()), (b, nn.Identity()), (k, lgc)):
+                undo.append((parent, name, getattr(parent, name)))
+                setattr(parent, name, new)
+            names.append(f"{parent_name}.{k}" if parent_name else k)
+    after = model(example_inputs)
+    if not torch.allclose(after, before, rtol=1e-4, atol=1e-5):
+        for parent, name, old in reversed(undo):
+            setattr(parent, name, old)
+        model.train(was)
+        raise ConfigError("replacing the pre-activation 1x1 convs by learned group convs changed the model's output "
+                          "(its forward does not run BN -> ReLU -> conv in registration order); model restored")
+    model.train(was)
+    return names
+
+
 @dataclass
 class CondenseNetConfig:
     """CondenseNet hyper-parameters (the model's learned group convs carry G and C).
@@ -181,7 +235,11 @@ class CondenseNetConfig:
     fraction of training by which all C - 1 condensing stages have run (upstream 0.5). ``prune_classifier``:
     after conversion keep only ``classifier_keep`` of each Linear's inputs (largest column L1 norm, no
     retraining; upstream does it with 0.5). ``classifier_keep``: fraction of the classifier's inputs kept.
-    ``train``: the training schedule with condensation (upstream CIFAR: 300 epochs, batch 64, lr 0.1 cosine per
+    ``learned_1x1``: first replace the model's pre-activation 1x1 convs (BN -> ReLU -> Conv2d 1x1: DenseNet
+    bottlenecks/transitions of your own model) by learned group convs, then condense while training (fine-tune
+    a trained model: give it a shorter ``train`` schedule). ``groups``: G of those new layers.
+    ``condense_factor``: their C (default G). ``train``: the training schedule with condensation (upstream
+    CIFAR: 300 epochs, batch 64, lr 0.1 cosine per
     step, nesterov, wd 1e-4; None: the model is trained and condensed already, only convert).
     """
 
@@ -189,6 +247,9 @@ class CondenseNetConfig:
     condense_end: float = 0.5
     prune_classifier: bool = False
     classifier_keep: float = 0.5
+    learned_1x1: bool = False
+    groups: int = 4
+    condense_factor: int | None = None
     train: TrainConfig | None = field(default_factory=lambda: TrainConfig(
         epochs=300, lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-4, schedule="cosine"))
 
@@ -196,6 +257,10 @@ class CondenseNetConfig:
         check_range("group_lasso", self.group_lasso, 0)
         check_range("condense_end", self.condense_end, 0, 1, low_open=True)
         check_range("classifier_keep", self.classifier_keep, 0, 1, low_open=True)
+        if not isinstance(self.groups, int) or self.groups < 1:
+            raise ConfigError(f"groups={self.groups!r} must be an integer >= 1")
+        if self.condense_factor is not None and (not isinstance(self.condense_factor, int) or self.condense_factor < 1):
+            raise ConfigError(f"condense_factor={self.condense_factor!r} must be an integer >= 1")
 
 
 @register_method("condensenet", config=CondenseNetConfig, title="CondenseNet")
@@ -204,12 +269,16 @@ class CondenseNetMethod(Method):
     (see the module docstring). ``model`` must contain learned group convs (``condensenet86`` etc.)."""
 
     def check(self, run: MethodRun, model: nn.Module) -> None:
-        if not learned_group_convs(model):
+        if not learned_group_convs(model) and not self.config.learned_1x1:
             raise ConfigError("the model has no LearnedGroupConv layer: CondenseNet condenses learned group "
-                              "convolutions (use a condensenet zoo model, e.g. --model condensenet86)")
+                              "convolutions (use a condensenet zoo model, e.g. --model condensenet86, or "
+                              "learned_1x1=true to convert the pre-activation 1x1 convs of a DenseNet-style model)")
 
     def execute(self, run: MethodRun, model: nn.Module) -> nn.Module:
         c = self.config
+        if c.learned_1x1:
+            model = run.transform("learned-1x1", model, lambda m: self.replace_step(run, m), kind="replace",
+                                  settings={"groups": c.groups, "condense_factor": c.condense_factor})
         if c.train is not None:
             cond = Condensation(c.condense_end)
             cbs: list[Callback] = [cond] + ([GroupLasso(c.group_lasso)] if c.group_lasso > 0 else [])
@@ -235,6 +304,16 @@ class CondenseNetMethod(Method):
                                 ylabel="fraction kept")
         return model
 
+    def replace_step(self, run: MethodRun, model: nn.Module) -> dict[str, Any]:
+        """Pre-activation 1x1 convs → learned group convs, in place; metrics: the layers replaced."""
+        names = use_learned_group_convs(model, run.x.to(next(model.parameters()).device), groups=self.config.groups,
+                                        condense_factor=self.config.condense_factor)
+        if not names:
+            raise ConfigError("learned_1x1: the model has no pre-activation 1x1 conv (BN -> ReLU -> Conv2d 1x1) whose "
+                              f"widths are multiples of groups={self.config.groups}")
+        run.log(f"learned_1x1: {len(names)} pre-activation 1x1 convs are now learned group convs")
+        return {"replaced": names}
+
     def convert_step(self, run: MethodRun, model: nn.Module) -> dict[str, Any]:
         """Convert in place; metrics: the output difference to the training form, accuracy with and without the
         classifier pruning."""
@@ -256,5 +335,6 @@ class CondenseNetMethod(Method):
 
 
 __all__ = ["CondenseNetConfig", "CondenseNetMethod", "Condensation", "GroupLasso", "condense", "convert",
-           "group_lasso", "kept_fraction", "learned_group_convs", "stage_at", "LearnedGroupConv", "CondensedConv",
+           "group_lasso", "kept_fraction", "learned_group_convs", "stage_at",
+           "use_learned_group_convs", "LearnedGroupConv", "CondensedConv",
            "CondensedLinear", "ChannelShuffle"]
