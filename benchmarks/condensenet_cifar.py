@@ -65,6 +65,21 @@ def _config(args, seed: int, run_dir: Path):
                        progress=False, precision="fp32", steps_per_epoch=args.steps_per_epoch)
 
 
+def _lock(run_dir: Path) -> None:
+    """One process per run folder (two processes resuming the same checkpoint would corrupt it)."""
+    import os
+
+    lock = run_dir / ".running"
+    if lock.exists():
+        try:
+            os.kill(int(lock.read_text()), 0)
+        except (ValueError, ProcessLookupError, PermissionError):
+            lock.unlink(missing_ok=True)  # stale
+        else:
+            raise SystemExit(f"{run_dir} is being trained by process {lock.read_text()}")
+    lock.write_text(str(os.getpid()))
+
+
 def run_one(args, arm: str, seed: int) -> dict:
     import prunekit
     from prunekit.cost import count
@@ -77,6 +92,7 @@ def run_one(args, arm: str, seed: int) -> dict:
     if done.exists():
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
+    _lock(run_dir)
     data = _data(args)
     model = _model(arm, seed)
     cbs = [Condensation()] if arm == "learned" else []
@@ -107,6 +123,7 @@ def run_one(args, arm: str, seed: int) -> dict:
         rec["counts"]["converted"] = {"macs": cc.macs, "params": cc.params}
         prunekit.save(conv, run_dir / "converted.safetensors", example_inputs=x1)
     done.write_text(json.dumps(rec, indent=2))
+    (run_dir / ".running").unlink(missing_ok=True)
     return rec
 
 
@@ -150,8 +167,11 @@ def summarize(args) -> dict:
                   "fixed": prunekit.load(s0["fixed"] / "model.safetensors")}
         res = compare_latency(models, torch.randn(1, 3, 16, 16), threads=1, repeats=100)
         latency = {"device": f"{platform.machine()} CPU, 1 thread, load avg {open('/proc/loadavg').read().split()[0]}",
-                   "batch_size": 1, **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
-                                           "p90_ms": round(v.p90_ms, 3)} for k, v in res.items()}}
+                   "batch_size": 1, "baseline": round(res["learned_training_form"].median_ms, 3),
+                   "pruned": round(res["learned_converted"].median_ms, 3),
+                   **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
+                          "p90_ms": round(v.p90_ms, 3), "noisy": bool(getattr(v, "noisy", False))}
+                      for k, v in res.items()}}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip()
     opts = f"--epochs {args.epochs} --seeds {' '.join(map(str, args.seeds))} --out {_rel(args.out)}"
