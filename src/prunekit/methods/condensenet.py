@@ -16,7 +16,13 @@ training, converted to standard group convolutions for inference.
   largest weight-column L1 norm, without retraining — its accuracy change is reported.
 
 The report's *baseline* is the trained network in its training form (dense masked 1x1 convs), the *pruned*
-model its converted inference form: MACs, params, latency and accuracy of both.
+model its converted inference form: MACs, params, latency and accuracy of both. The conversion itself is exact
+(``details.conversion.max_abs_diff``), so the two forms' accuracies differ only by the classifier pruning (also
+reported on the validation split, when there is one, as ``val_top1_classifier_full/_pruned``).
+
+``learned_1x1`` applies learned group convolution to a DenseNet-style model of your own
+(:func:`use_learned_group_convs`: its pre-activation 1x1 convs become uncondensed learned group convs carrying
+the same weights), which then condenses while it trains and is converted the same way.
 """
 
 from __future__ import annotations
