@@ -14,7 +14,7 @@ from prunekit.errors import ConfigError, PrunekitError, UnknownModelError
 from prunekit.models import create, default_input_size, list_models
 from prunekit.models.resnet_cifar import ZeroPadShortcut
 
-ZOO = list_models()
+from _zoo import ZOO  # noqa: E402  (every zoo model but the heaviest of a family)
 
 
 def _batch(name: str, n: int = 2, channels: int | None = None) -> torch.Tensor:

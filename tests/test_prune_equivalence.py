@@ -19,7 +19,7 @@ from _graph_nets import (bit_identical_when_nothing_pruned, check_half, masked_t
                          single_thread)  # noqa: F401  (autouse fixture)
 from _tv_models import TORCHVISION
 
-ZOO = prunekit.models.list_models()
+from _zoo import ZOO  # noqa: E402  (every zoo model but the heaviest of a family)
 # option-A shortcuts pad channels by literal amounts: only the stage-1 part of the stream can shrink
 LOW_COVERAGE = {"zoo:resnet20:A": 0.70}
 

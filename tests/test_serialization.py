@@ -22,13 +22,13 @@ from hypothesis import strategies as st
 from prunekit.errors import CheckpointError, PrunekitError
 from prunekit.io import load, read_metadata, register_function, register_module_spec, save
 from prunekit.io.codec import decode_value, encode_value
-from prunekit.models import create, default_input_size, list_models
+from prunekit.models import create, default_input_size
 
 from _tv_models import TORCHVISION
 
 tv = pytest.importorskip("torchvision")
 
-ZOO = list_models()
+from _zoo import ZOO  # noqa: E402  (every zoo model but the heaviest of a family)
 
 
 def _outputs(model: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:

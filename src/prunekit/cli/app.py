@@ -12,6 +12,7 @@ from rich.table import Table
 
 from prunekit.cli.common import (console, err_console, input_size_option, load_recipe, parse_kv, resolve_device,
                                  results_table)
+from prunekit.cli.condense import condense_app
 from prunekit.cli.export import export_cmd
 from prunekit.cli.prune import prune_app, register_commands
 from prunekit.errors import ConfigError, PrunekitError
@@ -21,6 +22,7 @@ app = typer.Typer(name="prunekit", no_args_is_help=True, rich_markup_mode=None, 
 if len(sys.argv) > 1 and sys.argv[1] == "prune":  # the method commands import torch: only when asked for
     register_commands()
 app.add_typer(prune_app, name="prune")
+app.add_typer(condense_app, name="condense")
 app.command("export")(export_cmd)
 
 
