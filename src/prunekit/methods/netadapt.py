@@ -309,8 +309,8 @@ class NetAdapt(Method):
             chosen = proposals[best[1]]
             if not chosen["meets_target"]:
                 run.log(f"NetAdapt iteration {i}: the chosen proposal misses the target {target:.4g} "
-                        f"({chosen['resource']:.4g}): no group reaches it alone above its floor, the best floor proposal "
-                        "was taken (the official fallback)")
+                        f"({chosen['resource']:.4g}): no group reaches it alone above its floor, the best floor "
+                        "proposal was taken (the official fallback)")
             widths = {**widths, chosen["group"]: chosen["width"]}
             extra = {"group": chosen["group"], "width": chosen["width"], "target": target,
                      "proposals": proposals}
