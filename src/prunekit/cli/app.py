@@ -14,6 +14,7 @@ from prunekit.cli.common import (console, err_console, input_size_option, load_r
                                  results_table)
 from prunekit.cli.condense import condense_app
 from prunekit.cli.export import export_cmd
+from prunekit.cli.lut import lut_app
 from prunekit.cli.prune import prune_app, register_commands
 from prunekit.errors import ConfigError, PrunekitError
 
@@ -23,6 +24,7 @@ if len(sys.argv) > 1 and sys.argv[1] == "prune":  # the method commands import t
     register_commands()
 app.add_typer(prune_app, name="prune")
 app.add_typer(condense_app, name="condense")
+app.add_typer(lut_app, name="lut")
 app.command("export")(export_cmd)
 
 
