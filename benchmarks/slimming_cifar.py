@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         print(f"{e}; run the same command again to continue", file=sys.stderr)
         return 3
     minutes = (time.time() - t0) / 60
-    reduced = args.smoke or bool(subset) or sp.epochs < rc.get("paper_epochs", {}).get("sparsity_epochs", 10**9) \
+    reduced = args.smoke or bool(subset) or sp.epochs < rc.get("paper_epochs", {}).get("sparsity_train_epochs", 10**9) \
         or ft.epochs < rc.get("paper_epochs", {}).get("finetune_epochs", 10**9)
     schedule = {"sparsity_epochs": sp.epochs, "finetune_epochs": ft.epochs, "batch_size": rc["batch_size"],
                 "from_baseline": args.from_baseline, **rc["slimming"]}
