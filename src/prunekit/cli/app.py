@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 from rich.table import Table
 
-from prunekit.cli.common import (console, err_console, input_size_option, load_recipe, parse_kv, resolve_device,
+from prunekit.cli.common import (console, err_console, load_recipe, model_from_arg, parse_kv, resolve_device,
                                  results_table)
 from prunekit.cli.condense import condense_app
 from prunekit.cli.export import export_cmd
@@ -212,7 +212,7 @@ def profile_cmd(
         raise ConfigError(f"--threads {threads} must be >= 1")
     if clock not in ("wall", "cpu"):
         raise ConfigError(f"--clock {clock!r} must be wall or cpu")
-    net, size = _model_arg(model, num_classes, input_size)
+    net, size = model_from_arg(model, num_classes, input_size)
     dev = resolve_device(device)
     cost = count(net, torch.randn(1, *size))
     rows = [("input", "x".join(map(str, size))), ("params", f"{cost.params / 1e6:.3f} M"),
@@ -235,24 +235,6 @@ def profile_cmd(
     console.print(results_table(f"profile · {model}", rows))
     if json_out:
         _write_text(json_out, json.dumps(record, indent=2))
-
-
-def _model_arg(model: str, num_classes: int, input_size: str | None) -> tuple[Any, tuple[int, ...]]:
-    """(eval-mode model, input C,H,W) from a zoo name, a Trainer checkpoint or a prunekit model file."""
-    from prunekit.models import create
-
-    path = Path(model)
-    if path.suffix in (".safetensors", ".ckpt", ".pt") or path.is_file():
-        from prunekit.app.training import load_trained_model
-
-        net, meta = load_trained_model(path)
-        name = meta.get("model", {}).get("name", "model")
-        size = input_size_option(input_size, name) if input_size or not meta.get("input_shape") \
-            else tuple(meta["input_shape"])
-        return net.eval(), size
-    size = input_size_option(input_size, model)
-    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
-    return create(model, num_classes=num_classes, **kwargs).eval(), size
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -63,6 +63,24 @@ def input_size_option(text: str | None, model: str) -> tuple[int, ...]:
     return size
 
 
+def model_from_arg(model: str, num_classes: int, input_size: str | None) -> tuple[Any, tuple[int, ...]]:
+    """(eval-mode model, input C,H,W) from a zoo name, a Trainer checkpoint or a prunekit model file."""
+    from prunekit.models import create
+
+    path = Path(model)
+    if path.suffix in (".safetensors", ".ckpt", ".pt") or path.is_file():
+        from prunekit.app.training import load_trained_model
+
+        net, meta = load_trained_model(path)
+        name = meta.get("model", {}).get("name", "model")
+        size = input_size_option(input_size, name) if input_size or not meta.get("input_shape") \
+            else tuple(meta["input_shape"])
+        return net.eval(), size
+    size = input_size_option(input_size, model)
+    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
+    return create(model, num_classes=num_classes, **kwargs).eval(), size
+
+
 def results_table(title: str, rows: list[tuple[str, str]]) -> Table:
     t = Table(title=title, show_header=False)
     t.add_column(style="bold")

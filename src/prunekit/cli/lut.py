@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from prunekit.cli.common import console, err_console, input_size_option
+from prunekit.cli.common import console, err_console, model_from_arg
 
 lut_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                       help="Latency look-up tables (NetAdapt): build one for a model and target, check its error.")
@@ -29,30 +29,12 @@ def _table(model: str, num_classes: int, input_size: str | None, device: str, ba
     from prunekit.cost.lut import LatencyTable, make_backend
     from prunekit.graph import DependencyGraph
 
-    net, size = _model_arg(model, num_classes, input_size)
+    net, size = model_from_arg(model, num_classes, input_size)
     backend = make_backend(device, batch_size=batch_size, dtype=dtype, threads=threads, warmup=warmup,
                            repeats=repeats, clock=clock)
     graph = DependencyGraph(net, torch.zeros(2, *size))
     return LatencyTable(graph, backend, round_to=round_to, min_channels=min_channels, cache_dir=cache_dir,
                         progress=progress, log=err_console.print, build=build)
-
-
-def _model_arg(model: str, num_classes: int, input_size: str | None):
-    """(eval-mode model, C,H,W) from a zoo name, a Trainer checkpoint or a prunekit model file."""
-    from prunekit.models import create
-
-    path = Path(model)
-    if path.suffix in (".safetensors", ".ckpt", ".pt") or path.is_file():
-        from prunekit.app.training import load_trained_model
-
-        net, meta = load_trained_model(path)
-        name = meta.get("model", {}).get("name", "model")
-        size = input_size_option(input_size, name) if input_size or not meta.get("input_shape") \
-            else tuple(meta["input_shape"])
-        return net.eval(), size
-    size = input_size_option(input_size, model)
-    kwargs = {} if model.startswith(("tv:", "timm:")) else {"in_channels": size[0]}
-    return create(model, num_classes=num_classes, **kwargs).eval(), size
 
 
 _MODEL = typer.Option(..., help="Zoo model name (see `prunekit models`), a Trainer checkpoint or a model file.")

@@ -139,7 +139,6 @@ def _run(method, kwargs: dict[str, Any]) -> None:
     import yaml
 
     from prunekit.app import load_recipe, parse_assignments, run_method
-    from prunekit.report import widths_table  # noqa: F401  (imported for the tables of result.tables())
 
     overrides = parse_assignments(kwargs.pop("set_"))
     for k in list(kwargs):

@@ -351,7 +351,7 @@ class DependencyGraph:
         plan = PruningPlan(widths, changed, kept_classes=kept)
         if kept.all():
             return plan
-        touched: dict[str, None] = {}
+        touched: dict[str, nn.Module] = {}
         for m in core.members:
             mask = kept[m.cls]
             if mask.all():
@@ -364,12 +364,12 @@ class DependencyGraph:
                 for attr, dim in h.params(m.module, m.role):
                     plan.ops.append(TensorSlice(m.name, attr, dim, idx))
                 plan.ops.append(LayerResize(m.name, m.role, int(idx.numel())))
-                touched.setdefault(m.name)
+                touched.setdefault(m.name, m.module)
             else:
                 owner = m.name.rpartition(".")[0]
                 plan.ops.append(TensorSlice(owner, m.attr, m.dim, idx))
                 plan.ops.append(owner)
-        plan.finish = [n for n in touched if surgery_for(self._module(n)) is not None]
+        plan.finish = list(touched)  # every touched layer has a handler (checked above)
         return plan
 
     def apply_plan(self, plan: PruningPlan, optimizer: torch.optim.Optimizer | None = None) -> None:
@@ -390,6 +390,3 @@ class DependencyGraph:
         named keep everything. Modifies the model in place (and slices ``optimizer``'s state); the graph then
         describes the pruned model. ``plan_keep(keep)`` gives the same pruning as data."""
         self.apply_plan(self.plan_keep(keep), optimizer)
-
-    def _module(self, name: str) -> nn.Module:
-        return dict(self.model.named_modules(remove_duplicate=False))[name]
