@@ -163,7 +163,8 @@ def model_digest(model: nn.Module) -> str:
 
 class MethodRun:
     """The harness of one method run (see the module docstring). Methods use: ``x`` (example input, CPU),
-    ``device``, ``data``, ``log``, ``widths0`` (prunable group widths of the input model), ``graph(model)``,
+    ``device``, ``data``, ``log``, ``graph0``/``widths0`` (graph and prunable group widths of the input model),
+    ``graph(model)``,
     ``train``/``transform`` (pipeline stages), ``evaluate``, ``set_baseline``, ``details`` (into the record),
     ``plot_histograms``/``plot_trajectory``, ``floor_hit`` (groups stopped by their floor)."""
 
@@ -179,8 +180,8 @@ class MethodRun:
         self.info = info or RunInfo()
         self.x = next(iter(data.test))[0][:2].detach().cpu()
         self.model = model.cpu()
-        graph0 = DependencyGraph(self.model, self.x)
-        self.widths0 = {g.name: g.size for g in graph0.prunable_groups}
+        self.graph0 = DependencyGraph(self.model, self.x)  # of the input model, before any stage
+        self.widths0 = {g.name: g.size for g in self.graph0.prunable_groups}
         self.details: dict[str, Any] = {}
         self.floor_hit: list[str] = []
         self.artifacts: dict[str, str] = {}

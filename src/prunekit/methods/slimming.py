@@ -136,7 +136,7 @@ class NetworkSlimming(Method):
     training when there is one)."""
 
     def check(self, run: MethodRun, model: nn.Module) -> None:
-        if not bn_gamma_scores(run.graph(model), self.config.reduction):
+        if not bn_gamma_scores(run.graph0, self.config.reduction):
             raise ConfigError("no prunable group has a BatchNorm: Network Slimming scores channels by BN γ. "
                               "Use magnitude pruning (`prunekit prune l1`) or Gate Decorator's gated convolution.")
         run.to_device(model)
@@ -149,7 +149,8 @@ class NetworkSlimming(Method):
             if c.sparsity_train is not None and c.sparsity > 0:
                 model = run.train(f"pass{p}-sparsity", model, c.sparsity_train, [L1Subgradient(c.sparsity)],
                                   settings={"sparsity": c.sparsity})
-                gammas.setdefault("after sparsity", _gammas(model))
+                if "after sparsity" not in gammas:
+                    gammas["after sparsity"] = _gammas(model)
             if p == 1:
                 run.set_baseline(model)
             model = run.transform(f"pass{p}-prune", model, lambda m, p=p: self.prune_step(run, m, p),
