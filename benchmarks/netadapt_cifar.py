@@ -3,16 +3,26 @@
     nice -n 19 python benchmarks/netadapt_cifar.py --data-dir ../shared/data/cifar10 --output runs/netadapt-cpu
 
 Real CIFAR-10 at 16×16 (train 10k / val 2k held out of train / test 10k), ``resnet20`` pre-trained here; the
-resource is the latency at batch 16, 1 thread, predicted by a LUT (grid step 8) measured on this CPU; budget 50 %
-of R0, init_reduction 0.05, decay 0.98, 40 short-term steps per proposal, selection ``accuracy_per_latency``,
-floor max(8 channels, 25 % of the group). Baseline: uniform L2 pruning whose *measured* latency matches NetAdapt's
-result within 2 % (bisection on the ratio, each step measured interleaved against NetAdapt's network), given the
-same total fine-tuning (the short-term steps NetAdapt's chosen path used, then the same long-term fine-tune).
+resource is the latency at batch 16, 1 thread, predicted by a LUT (grid step 8) measured on this CPU; budget 70 %
+of R0 (``--target``; the first record used 0.5, see below), init_reduction 0.05, decay 0.98, 40 short-term steps
+per proposal, selection ``accuracy_per_latency``, floor max(8 channels, 25 % of the group). Baseline: uniform L2
+pruning whose *measured* latency matches NetAdapt's result within 2 % (bisection on the ratio, each step measured
+interleaved against NetAdapt's network), given the same total fine-tuning (exactly the short-term steps NetAdapt's
+chosen path used, ``max_steps``, then the same long-term fine-tune).
 Also: the LUT error report for ONNX Runtime CPU. ``--clock cpu`` (default) times with the process CPU time,
 which a loaded shared machine perturbs far less than the wall clock; say which in the record.
 
 Every phase is resumable: re-run the same command after a timeout. ``--smoke`` shrinks everything (mechanics only).
-Writes benchmarks/results/netadapt-resnet20-cifar10-16px-cpu.json (+ family / LUT-error PNGs).
+Writes one record per seed, benchmarks/results/netadapt-resnet20-cifar10-16px-cpu-t70-s<seed>.json (+ family /
+LUT-error / widths PNGs), then the summary over every seed file of that budget (``-t70-summary.json``: test top-1
+mean ± std per arm, NetAdapt − uniform, and the verdict: a gain only when the difference exceeds the pooled std,
+else "inconclusive at this scale"); ``--aggregate`` writes the summary alone.
+
+Why 70 % and not the issue's 50 %: on this CPU at 16 px, batch 16, the network with *every* group at its floor
+(8 channels, 25 % of a group, grid step 8) is measured and predicted at 53–57 % of R0 (per-layer overhead does not
+shrink with the width): a 50 % budget cannot be reached, so the first record (``--target 0.5``, seed 0, kept as
+netadapt-resnet20-cifar10-16px-cpu.json) ran until every group sat at its floor, and its final widths were the
+floor widths whatever the selection chose. 70 % lies inside the reachable range, so the choices decide the result.
 
 ``--gpu`` is the issue's GPU protocol (not run yet: no GPU lent so far): CIFAR-10 32 px (45k train / 5k val), the
 latency of resnet20 at batch 512 in bfloat16 under CUDA graphs, 30 pre-training epochs, official schedule for 12
@@ -64,6 +74,11 @@ def main() -> None:
     ap.add_argument("--data-dir", default="../shared/data/cifar10")
     ap.add_argument("--output", default="runs/netadapt-cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--target", type=float, default=None, help="latency (or MACs) budget as a fraction of R0 "
+                    "(default 0.7 on the CPU, 0.7 with --gpu)")
+    ap.add_argument("--lut-cache", default=None, help="LUT cache folder (default <output>/lut-cache); seeds may "
+                    "share one: the table is the device's, not the seed's")
+    ap.add_argument("--aggregate", action="store_true", help="Only write the summary over the seed files.")
     ap.add_argument("--pretrain-epochs", type=int, default=20)
     ap.add_argument("--long-term-epochs", type=int, default=10)
     ap.add_argument("--short-term-steps", type=int, default=40)
@@ -75,6 +90,8 @@ def main() -> None:
     ap.add_argument("--lut-only", action="store_true", help="Only the LUT error reports (torch CPU and ONNX Runtime "
                     "CPU) of resnet20 at 16 px, batch 16: latency does not depend on the weights.")
     args = ap.parse_args()
+    if args.aggregate:
+        return print(json.dumps(aggregate(record_stem(args)), indent=1))
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.train_threads)
@@ -86,7 +103,7 @@ def main() -> None:
     n_train, pre_epochs, lt_epochs, st_steps = 10_000, args.pretrain_epochs, args.long_term_epochs, \
         args.short_term_steps
     P = dict(device="cpu", image_size=16, val_split=0.04, batch=128, platform="cpu", latency_batch=16, dtype=None,
-             init_reduction=0.05, decay=0.98, max_iters=30, target=0.5, lat_device="cpu",
+             init_reduction=0.05, decay=0.98, max_iters=30, target=0.7, lat_device="cpu",
              name="netadapt-resnet20-cifar10-16px-cpu", where="2-core x86_64 CPU", lat_key="cpu_bs16_1thread_16px")
     if args.gpu:
         n_train, pre_epochs, lt_epochs, st_steps = None, 30, 30, 100
@@ -94,6 +111,8 @@ def main() -> None:
                  dtype="bfloat16", init_reduction=0.025, decay=0.96, max_iters=12, target=0.7, lat_device="cuda",
                  name="netadapt-resnet20-cifar10-gpu", where=torch.cuda.get_device_name(0),
                  lat_key="gpu_bs512_bf16_graph")
+    if args.target is not None:
+        P["target"] = args.target
     if args.resource == "macs":
         P["name"] += "-macs"
     if args.smoke:
@@ -123,7 +142,8 @@ def main() -> None:
     cfg = NetAdaptConfig(**target, platform=P["platform"], latency_batch=P["latency_batch"],
                          latency_dtype=P["dtype"], threads=1, clock=args.clock if not args.gpu else "wall",
                          lut_repeats=30 if not args.smoke else 3, lut_warmup=5, lut_check=20 if not args.smoke else 3,
-                         lut_cache=str(out / "lut-cache"), init_reduction=P["init_reduction"], decay=P["decay"],
+                         lut_cache=str(args.lut_cache or out / "lut-cache"), init_reduction=P["init_reduction"],
+                         decay=P["decay"],
                          max_iters=P["max_iters"] if not args.smoke else 2,
                          round_to=8, min_channels=8, min_keep=0.25, selection="accuracy_per_latency",
                          short_term_steps=st_steps, short_term=short, long_term=long_term,
@@ -172,10 +192,8 @@ def main() -> None:
     apply_widths(g, uniform_widths_at(g, twin["ratio"]), importance="l2")
     uni_widths = g.widths()
     path_steps = iters * st_steps  # the short-term steps of NetAdapt's chosen path
-    n_batches = len(data.train)
-    st_epochs = max(1, math.ceil(path_steps / n_batches))
-    uni_short = TrainConfig.from_dict({**short.to_dict(), "epochs": st_epochs,
-                                       "steps_per_epoch": math.ceil(path_steps / st_epochs),
+    st_epochs = max(1, math.ceil(path_steps / len(data.train)))
+    uni_short = TrainConfig.from_dict({**short.to_dict(), "epochs": st_epochs, "max_steps": max(1, path_steps),
                                        "checkpoint_dir": twin_file.parent / "short", "resume": True})
     Trainer(uni, data.train, data.val, config=uni_short, device=P["device"]).fit()
     uni_long = TrainConfig.from_dict({**long_term.to_dict(), "checkpoint_dir": twin_file.parent / "long",
@@ -196,7 +214,7 @@ def main() -> None:
     # 5. the LUT error on ONNX Runtime CPU
     ort = LatencyTable(DependencyGraph(copy.deepcopy(base).cpu().eval(), x16[:2].cpu()),
                        OnnxRuntimeCPU(batch_size=16, threads=1, repeats=30 if not args.smoke else 3, warmup=5),
-                       round_to=8, min_channels=8, cache_dir=out / "lut-cache", log=log)
+                       round_to=8, min_channels=8, cache_dir=args.lut_cache or out / "lut-cache", log=log)
     ort_check = ort.check(20 if not args.smoke else 3)
     log(str(ort_check))
 
@@ -216,7 +234,7 @@ def main() -> None:
         schedule={"image_size": size, "train_images": data.train.num_samples, "val_images": data.val.num_samples,
                   "pretrain_epochs": pre_epochs, "short_term_steps": st_steps, "iterations": iters,
                   "long_term_epochs": lt_epochs, "batch_size": 128,
-                  "uniform_finetune": {"short_term_steps": st_epochs * uni_short.steps_per_epoch,
+                  "uniform_finetune": {"short_term_steps": uni_short.max_steps,
                                        "long_term_epochs": lt_epochs}},
         seed=args.seed,
         baseline={"top1": round(tops["baseline"], 2), **summary(base)},
@@ -240,12 +258,65 @@ def main() -> None:
                                          for c in ort_check.configs]},
         wall_minutes=round((time.time() - t_start) / 60, 1),
     )
-    stem = rec["name"]
-    path = write_record(rec, RESULTS / f"{stem}.json")
+    stem = record_stem(args, P)
+    rec["name"] = f"{stem}-s{args.seed}"
+    path = write_record(rec, RESULTS / f"{stem}-s{args.seed}.json")
     for art, suffix in (("family_png", "family"), ("lut_error_png", "lut-error"), ("widths_png", "widths")):
         if art in result.artifacts:
-            shutil.copy(result.artifacts[art], RESULTS / f"{stem}-{suffix}.png")
+            shutil.copy(result.artifacts[art], RESULTS / f"{stem}-s{args.seed}-{suffix}.png")
     log(f"wrote {path}")
+    log(json.dumps(aggregate(stem)["verdict"]))
+
+
+def record_stem(args, P: dict | None = None) -> str:
+    """``<name>[-macs]-t<budget %>[-smoke]``: the seed files of one protocol share it."""
+    gpu = getattr(args, "gpu", False)
+    name = P["name"] if P else "netadapt-resnet20-cifar10-" + ("gpu" if gpu else "16px-cpu") + \
+        ("-macs" if args.resource == "macs" else "")
+    target = P["target"] if P else (args.target if args.target is not None else 0.7)
+    return f"{name}-t{round(100 * target)}" + ("-smoke" if args.smoke else "")
+
+
+def aggregate(stem: str) -> dict:
+    """The summary over ``<stem>-s*.json``: test top-1 mean ± std (sample std) per arm, NetAdapt − uniform, and
+    the verdict (a difference counts only when it exceeds the pooled std of the two arms)."""
+    import re
+    import statistics
+
+    files = sorted(p for p in RESULTS.glob(f"{stem}-s*.json") if re.fullmatch(rf"{re.escape(stem)}-s\d+\.json",
+                                                                              p.name))
+    recs = [json.loads(p.read_text()) for p in files]
+    arms: dict[str, dict] = {}
+    for arm, key in (("baseline", "baseline"), ("netadapt", "pruned"), ("uniform", "uniform")):
+        tops = [r[key]["top1"] for r in recs]
+        lat_key = next(iter(recs[0]["latency_ms"])) if recs else None
+        lats = [r["latency_ms"][lat_key][arm]["median"] for r in recs] if recs else []
+        arms[arm] = {"top1": tops, "top1_mean": round(statistics.fmean(tops), 3) if tops else None,
+                     "top1_std": round(statistics.stdev(tops), 3) if len(tops) > 1 else None,
+                     "latency_ms_median": lats, "macs": [r[key]["macs"] for r in recs]}
+    n = len(recs)
+    verdict: dict = {"seeds": [r["seed"] for r in recs], "n": n}
+    if n:
+        diff = arms["netadapt"]["top1_mean"] - arms["uniform"]["top1_mean"]
+        verdict["netadapt_minus_uniform_pt"] = round(diff, 3)
+        verdict["per_seed_difference_pt"] = [round(a - b, 2) for a, b in zip(arms["netadapt"]["top1"],
+                                                                             arms["uniform"]["top1"])]
+    if n > 1:
+        pooled = math.sqrt((arms["netadapt"]["top1_std"] ** 2 + arms["uniform"]["top1_std"] ** 2) / 2)
+        verdict["pooled_std_pt"] = round(pooled, 3)
+        verdict["result"] = ("NetAdapt better" if diff > pooled else "uniform better" if -diff > pooled
+                             else "inconclusive at this scale")
+    else:
+        verdict["result"] = "inconclusive: fewer than 2 seeds"
+    rec = envelope(f"{stem}-summary", device=recs[0]["device"] if recs else "cpu",
+                   command="python benchmarks/netadapt_cifar.py --aggregate (over the seed files)",
+                   method="netadapt", model="resnet20", dataset="cifar10", reduced=True,
+                   files=[p.name for p in files], arms=arms, verdict=verdict,
+                   rule="a difference counts when |NetAdapt − uniform| (means over seeds) exceeds the pooled std "
+                        "sqrt((s_netadapt² + s_uniform²) / 2) of the per-seed test top-1; else inconclusive")
+    if recs:
+        write_record(rec, RESULTS / f"{stem}-summary.json")
+    return rec
 
 
 def lut_only(args, command: str) -> None:

@@ -351,9 +351,8 @@ class NetAdapt(Method):
         if c.short_term is None:
             return None
         n = max(1, len(run.data.train))
-        epochs = math.ceil(c.short_term_steps / n)
-        return TrainConfig.from_dict({**c.short_term.to_dict(), "epochs": epochs, "milestones": None,
-                                      "steps_per_epoch": math.ceil(c.short_term_steps / epochs)})
+        return TrainConfig.from_dict({**c.short_term.to_dict(), "epochs": math.ceil(c.short_term_steps / n),
+                                      "milestones": None, "max_steps": c.short_term_steps})
 
     def _prune(self, run: MethodRun, parent: nn.Module, widths: Mapping[str, int]) -> nn.Module:
         m = copy.deepcopy(parent).cpu()

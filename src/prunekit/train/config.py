@@ -20,6 +20,9 @@ class TrainConfig:
     (default: 50% and 75% of ``epochs``, the Network Slimming recipe). ``warmup_epochs`` ramps the lr
     linearly from ``lr * warmup_start`` (may be fractional). ``min_lr`` is the floor factor of ``cosine``,
     ``onecycle`` and ``triangular`` (fraction of ``lr``). ``precision="auto"`` = bf16 autocast on CUDA, fp32 on CPU.
+    ``max_steps`` stops training after that many optimizer steps in all (None: no limit): the epoch it falls in
+    ends there (its row, validation and checkpoint as at any epoch end); the lr schedule is still that of
+    ``epochs``, so a run of ``max_steps`` is the prefix of the longer run.
     """
 
     epochs: int = 160
@@ -39,6 +42,7 @@ class TrainConfig:
     grad_clip: float | None = None
     seed: int = 0
     steps_per_epoch: int | None = None  # cap batches per epoch (quick runs, tests)
+    max_steps: int | None = None  # stop after this many optimizer steps in all
     eval_every: int = 1
     checkpoint_dir: Path | None = None
     resume: bool = False
@@ -75,6 +79,9 @@ class TrainConfig:
             raise ConfigError(f"milestones={list(self.milestones)} must lie in (0, epochs={self.epochs}]")
         if self.steps_per_epoch is not None and self.steps_per_epoch < 1:
             raise ConfigError(f"steps_per_epoch={self.steps_per_epoch} must be >= 1")
+        if self.max_steps is not None and (isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int)
+                                           or self.max_steps < 1):
+            raise ConfigError(f"max_steps={self.max_steps!r} must be a positive integer")
         if self.grad_clip is not None:
             check_range("grad_clip", self.grad_clip, 0, None, low_open=True)
         if self.eval_every < 1:

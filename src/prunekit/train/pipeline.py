@@ -99,8 +99,10 @@ def diff_settings(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
 
 
 def train_settings(config: TrainConfig) -> dict[str, Any]:
-    """The TrainConfig fields that determine what a training stage computes."""
-    return {k: v for k, v in config.to_dict().items() if k not in _NEUTRAL}
+    """The TrainConfig fields that determine what a training stage computes (``max_steps`` only when set, so
+    runs written before it existed keep their fingerprints)."""
+    return {k: v for k, v in config.to_dict().items()
+            if k not in _NEUTRAL and not (k == "max_steps" and v is None)}
 
 
 class EpochOffset:

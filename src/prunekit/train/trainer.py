@@ -222,6 +222,12 @@ class Trainer:
         return min(n, self.config.steps_per_epoch) if self.config.steps_per_epoch else n
 
     @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole run: ``epochs × steps_per_epoch``, or ``max_steps`` if fewer."""
+        n = self.config.epochs * self.steps_per_epoch
+        return min(n, self.config.max_steps) if self.config.max_steps else n
+
+    @property
     def checkpoint_path(self) -> Path | None:
         d = self.config.checkpoint_dir
         return d / CHECKPOINT_NAME if d is not None else None
@@ -274,14 +280,14 @@ class Trainer:
             tb = TensorBoardLog(c.checkpoint_dir / "tb", purge_step=self.epoch)
         elif c.tensorboard and c.checkpoint_dir is None:
             raise ConfigError("tensorboard=True needs checkpoint_dir (the logs are written there)")
-        bar = TrainProgress(c.progress and self.dist.is_main, c.epochs * self.steps_per_epoch,
+        bar = TrainProgress(c.progress and self.dist.is_main, self.total_steps,
                             self.global_step, lines=self.dist.is_main)
         if self.global_step:
             bar.log(f"resumed from {self.checkpoint_path}: epoch {self.epoch + 1}/{c.epochs}, step "
                     f"{self.step_in_epoch}/{self.steps_per_epoch} ({self.global_step} steps done)")
         try:
             with _StopFlag() as stop:
-                while self.epoch < c.epochs:
+                while self.epoch < c.epochs and self.global_step < self.total_steps:
                     self._train_epoch(stop, bar)
                     row = self._end_epoch()
                     bar.log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -316,9 +322,10 @@ class Trainer:
             self._epoch_time = 0.0
             self.callbacks.on_epoch_start(self, self.epoch)
         n_steps = self.steps_per_epoch
+        last_step = self.step_in_epoch + self.total_steps - self.global_step  # max_steps may end this epoch early
         t0 = time.perf_counter()
         batches = _batches_from(self.train_loader, self.step_in_epoch)
-        while self.step_in_epoch < n_steps:
+        while self.step_in_epoch < min(n_steps, last_step):
             x, y = next(batches)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if c.channels_last and x.dim() == 4:
@@ -409,7 +416,7 @@ class Trainer:
                                "train_loss": loss / max(n, 1), "train_top1": 100 * correct / max(n, 1),
                                "epoch_seconds": self._epoch_time,
                                "img_per_s": n / max(self._epoch_time, 1e-9)}
-        last = self.epoch + 1 == self.config.epochs
+        last = self.epoch + 1 == self.config.epochs or self.global_step >= self.total_steps
         if self.val_loader is not None and ((self.epoch + 1) % self.config.eval_every == 0 or last):
             row.update(self.evaluate(self.val_loader).as_dict("val_"))
         self.callbacks.on_epoch_end(self, self.epoch, row)
