@@ -201,13 +201,18 @@ def summarize(args) -> dict:
         models = {"learned_training_form": prunekit.load(s0["learned"] / "model.safetensors"),
                   "learned_converted": prunekit.load(s0["learned"] / "converted.safetensors"),
                   "fixed": prunekit.load(s0["fixed"] / "model.safetensors")}
-        res = compare_latency(models, torch.randn(1, 3, 16, 16), threads=1, repeats=100)
-        latency = {"device": f"{platform.machine()} CPU, 1 thread, load avg {open('/proc/loadavg').read().split()[0]}",
-                   "batch_size": 1, "baseline": round(res["learned_training_form"].median_ms, 3),
-                   "pruned": round(res["learned_converted"].median_ms, 3),
-                   **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
-                          "p90_ms": round(v.p90_ms, 3), "noisy": bool(getattr(v, "noisy", False))}
-                      for k, v in res.items()}}
+        latency = {}
+        for bs in (1, 16):  # at 16 px batch 1 is mostly per-op overhead; batch 16 is where widths show
+            res = compare_latency(models, torch.randn(bs, 3, 16, 16), threads=1, repeats=60 if bs == 1 else 30,
+                                  clock="cpu")
+            latency[f"cpu_bs{bs}"] = {
+                "device": f"{platform.machine()} CPU, 1 thread, process CPU time, load avg "
+                          f"{open('/proc/loadavg').read().split()[0]} on {os.cpu_count()} cores",
+                "batch_size": bs, "baseline": round(res["learned_training_form"].median_ms, 3),
+                "pruned": round(res["learned_converted"].median_ms, 3),
+                **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
+                       "p90_ms": round(v.p90_ms, 3), "noisy": bool(getattr(v, "noisy", False))}
+                   for k, v in res.items()}}
     sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                          text=True).stdout.strip()
     trained_by = list(dict.fromkeys(r["command"] for r in runs if "command" in r))
@@ -215,15 +220,19 @@ def summarize(args) -> dict:
     out = {
         "schema": "prunekit.result/1", "name": f"condensenet-learned-vs-fixed-cifar10-16px-e{args.epochs}",
         "method": "condensenet",
-        "model": "CondenseNet(stages 6-6-6, growth 8-16-32)", "dataset": "cifar10", "reduced": True,
-        "command": command,
+        "model": "condensenet50", "model_args": {"stages": list(ARCH["stages"]), "one_by_one": "learned | fixed",
+                                                  "what": "CondenseNet-38: stages 6-6-6, growth 8-16-32, G=C=4"},
+        "dataset": "cifar10", "reduced": True,
+        "command": command, "recipe": None, "script": "benchmarks/condensenet_cifar.py",
         "schedule": {"train_epochs": args.epochs, "batch_size": 64, "lr": 0.1, "lr_schedule": "cosine per step",
                      "nesterov": True, "weight_decay": 1e-4, "image_size": 16, "train": 8000, "val": 1000,
-                     "test": 10000, "condensation": "stages at 1/6, 1/3, 1/2 of the steps (C = 4)"},
-        "device": f"{platform.machine()} CPU ({torch.get_num_threads()} threads available)",
+                     "test": 10000, "condensation": "stages at 1/6, 1/3, 1/2 of the steps (C = 4)",
+                     **({"steps_per_epoch": args.steps_per_epoch} if args.steps_per_epoch else {}),
+                     "reduced_how": f"{args.epochs} epochs (CondenseNet: 300), 16 px, 8k-image train subset"},
+        "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), {args.threads} torch thread(s)",
         "versions": {"prunekit": sha, "torch": torch.__version__.split("+")[0], "python": platform.python_version()},
-        "date": date.today().isoformat(), "arms": arms, "latency_ms": {"cpu_bs1": latency} if latency else {},
-        "runs": runs, "pending": pending, "seeds": args.seeds,
+        "date": date.today().isoformat(), "arms": arms, "latency_ms": latency or {},
+        "gpu_minutes": 0.0, "runs": runs, "pending": pending, "seeds": args.seeds,
     }
     if "learned" in arms and "fixed" in arms:
         out["baseline"] = {"top1": arms["fixed"]["test_top1"]["mean"], **arms["fixed"]["counts"]["training_form"],
