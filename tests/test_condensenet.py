@@ -287,3 +287,31 @@ def test_prune_condensenet_help_is_generated_from_the_config():
     assert r.returncode == 0, r.stderr
     for flag in ("--group-lasso", "--condense-end", "--prune-classifier", "--classifier-keep", "--train-epochs"):
         assert flag in r.stdout
+
+
+def test_condense_convert_cli_times_both_forms_when_asked(tmp_path, monkeypatch):
+    """``--latency-batch N`` times the training and the converted form together (the timer is stubbed: CI
+    machines are too noisy for real timings)."""
+    from typer.testing import CliRunner
+
+    import prunekit.cost
+    from prunekit.cli.condense import condense_app
+
+    model = _tiny().eval()
+    for _, m in learned_group_convs(model):
+        m.condense_to(3)
+    src = prunekit.save(model, tmp_path / "m.safetensors", example_inputs=torch.zeros(1, 3, 8, 8))
+    seen = {}
+
+    def fake_compare(models, x, **kw):
+        seen.update(names=list(models), batch=x.shape[0], models=models, **kw)
+        return {"training": type("R", (), {"median_ms": 2.0})(), "converted": type("R", (), {"median_ms": 1.0})()}
+
+    monkeypatch.setattr(prunekit.cost, "compare_latency", fake_compare)
+    monkeypatch.setattr(prunekit.cost, "speedup", lambda a, b: a.median_ms / b.median_ms)
+    res = CliRunner().invoke(condense_app, ["convert", str(src), "-o", str(tmp_path / "c.safetensors"),
+                                            "--latency-batch", "3"])
+    assert res.exit_code == 0, res.output
+    assert seen["names"] == ["training", "converted"] and seen["batch"] == 3 and seen["threads"] == 1
+    assert learned_group_convs(seen["models"]["training"]) and not learned_group_convs(seen["models"]["converted"])
+    assert "2 ms → 1 ms (2.00×)" in res.output

@@ -4,6 +4,7 @@ The training form's masked 1x1 convs compute densely; the converted model reads 
 condensation kept (index-select → BN → ReLU → group conv → channel shuffle) and computes the same function,
 checked on a random batch before the file is written. ``--prune-classifier`` also drops half of each Linear's
 inputs (upstream's CondensingLinear, no retraining: the function changes; the difference is printed).
+``--latency-batch N`` times both forms on the CPU (interleaved, one thread, process CPU time).
 """
 
 from __future__ import annotations
@@ -39,8 +40,12 @@ def convert_cmd(
     input_size: Optional[str] = typer.Option(None, help="C,H,W [default: recorded in the source file]."),
     atol: float = typer.Option(1e-4, help="Largest |difference| of the outputs accepted (without "
                                           "--prune-classifier)."),
+    latency_batch: int = typer.Option(0, min=0, help="Also time the training and the converted form on the CPU at "
+                                                     "this batch size (0: do not)."),
 ):
     """Convert learned group convolutions to index-select + group conv + shuffle (same function)."""
+    import copy
+
     import torch
 
     from prunekit.app.training import load_trained_model
@@ -59,6 +64,7 @@ def convert_cmd(
     x = torch.randn(2, *size)
     partial = sum(int(m.stage) < m.final_stage for _, m in layers)
     before = count(net, x)
+    source_net = copy.deepcopy(net) if latency_batch else None
     with torch.no_grad():
         y0 = net(x)
     net = convert(net)
@@ -81,6 +87,15 @@ def convert_cmd(
             ("max |Δ output| (conversion)", f"{diff:.2g}")]
     if prune_classifier:
         rows.append(("max |Δ output| (classifier pruned)", f"{diff_cls:.3g}"))
+    if source_net is not None:
+        from prunekit.cost import compare_latency, speedup
+
+        lat = compare_latency({"training": source_net, "converted": net}, torch.randn(latency_batch, *size),
+                              threads=1, clock="cpu")
+        sp = speedup(lat["training"], lat["converted"])
+        rows.append((f"CPU latency bs{latency_batch} (1 thread, CPU time)",
+                     f"{lat['training'].median_ms:.3g} ms → {lat['converted'].median_ms:.3g} ms"
+                     + (f" ({sp:.2f}×)" if sp else " (noisy: not compared)")))
     rows.append(("written", str(path)))
     if onnx is not None:
         rows.append(("onnx (verified)", str(export_onnx(net, x, onnx, verify=True))))
