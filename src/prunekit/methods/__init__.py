@@ -11,9 +11,10 @@ from prunekit.methods.gate_decorator import GateDecorator, GateDecoratorConfig
 from prunekit.methods.gates import add_gates, fold_gates
 from prunekit.methods.result import PruneResult
 from prunekit.methods.netadapt import NetAdapt, NetAdaptConfig
+from prunekit.methods.metapruning import MetaPruning, MetaPruningConfig
 from prunekit.methods.condensenet import CondenseNetConfig, CondenseNetMethod, convert as condense_convert
 
 __all__ = ["Method", "MethodRun", "RunInfo", "get_method", "list_methods", "register_method", "PruneResult",
            "GateDecorator", "GateDecoratorConfig", "add_gates", "fold_gates", "MagnitudeConfig", "UniformL1",
            "UniformL2", "NetworkSlimming", "SlimmingConfig", "slim", "NetAdapt", "NetAdaptConfig",
-           "CondenseNetConfig", "CondenseNetMethod", "condense_convert"]
+           "CondenseNetConfig", "CondenseNetMethod", "condense_convert", "MetaPruning", "MetaPruningConfig"]

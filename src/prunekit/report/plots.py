@@ -77,3 +77,23 @@ def plot_trajectory(x: Sequence[float], ys: Mapping[str, Sequence[float]], path:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     return _finish(plt, fig, ax, path)
+
+
+def plot_width_configs(configs: Mapping[str, Mapping[str, int]], path: str | Path, *,
+                       title: str = "channels per group") -> Path:
+    """Side-by-side bars: channels of every group (x, in the first configuration's order) for each of several
+    width configurations (e.g. full, uniform multiplier, searched winner)."""
+    plt = _plt()
+    labels = list(configs)
+    names = list(configs[labels[0]])
+    x = np.arange(len(names))
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.35 * len(names) + 2), 4))
+    for i, label in enumerate(labels):
+        ax.bar(x + (i - (len(labels) - 1) / 2) * width, [configs[label].get(n, 0) for n in names], width=width,
+               label=label, color="#c8c8c8" if i == 0 else None)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=90, fontsize=6)
+    ax.set_ylabel("channels")
+    ax.set_title(title)
+    return _finish(plt, fig, ax, path)
