@@ -570,6 +570,25 @@ class LatencyTable(CostModel):
                 "full_measured_ms": None if self.full_measured is None else asdict(self.full_measured),
                 "stats": dict(self.stats), "unmeasured": dict(self.unmeasured), "entries": dict(self.entries)}
 
+    @classmethod
+    def from_dict(cls, graph: DependencyGraph, backend: Backend, data: Mapping[str, Any], *,
+                  min_channels: int = 1, cache_dir: str | Path | None | bool = None, progress: bool = False,
+                  log: Callable[[str], None] | None = None) -> "LatencyTable":
+        """The table ``to_dict`` wrote (nothing measured now; entries off its grid are measured when queried)."""
+        ident = json.loads(json.dumps(backend.identity(), default=str))
+        if data.get("identity") != ident:
+            raise ConfigError("this latency table was measured on another target "
+                              f"({data.get('identity')}); this backend is {ident}")
+        table = cls(graph, backend, round_to=int(data["round_to"]), min_channels=min_channels, cache_dir=cache_dir,
+                    progress=progress, log=log, build=False)
+        table.entries.update({k: float(v) for k, v in data["entries"].items()})
+        table.constant = float(data["constant_ms"])
+        fm = data.get("full_measured_ms")
+        table.full_measured = None if fm is None else Timing(**fm)
+        table.stats.update(data.get("stats", {}))
+        table.unmeasured.update(data.get("unmeasured", {}))
+        return table
+
     # ---- accuracy -------------------------------------------------------------------------------------------
     def random_widths(self, n: int, seed: int = 0) -> list[dict[str, int]]:
         """``n`` random width configurations on the grid (each group uniform over its grid)."""

@@ -71,7 +71,9 @@ class NetAdaptConfig:
     warm-up forwards per entry. ``lut_cache``: folder of the on-disk table cache (default
     ~/.cache/prunekit/lut). ``lut_check``: random width configurations in the table's error report (0: none).
     ``init_reduction``: the first iteration's reduction as a fraction of R0. ``decay``: its factor per
-    iteration. ``max_iters``: iteration limit. ``round_to``: the width grid step. ``min_channels`` /
+    iteration. ``clip_to_budget``: no iteration targets less than the budget (the last one lands on it, as
+    methods solved to a budget do; off by default: the official loop may overshoot it on the last iteration).
+    ``max_iters``: iteration limit. ``round_to``: the width grid step. ``min_channels`` /
     ``min_keep``: the per-group floor (a channel count; a fraction of the original width kept). ``selection``:
     accuracy (the paper) or accuracy_per_latency (the official code: least accuracy lost per resource saved).
     ``short_term_steps``: SGD steps of each proposal's short-term fine-tune. ``short_term``: its optimiser
@@ -97,6 +99,7 @@ class NetAdaptConfig:
     init_reduction: float = 0.025
     decay: float = 0.96
     max_iters: int = 30
+    clip_to_budget: bool = False
     round_to: int = 8
     min_channels: int = 8
     min_keep: float = 0.0
@@ -209,13 +212,11 @@ class NetAdapt(Method):
         if c.resource == "params":
             return ParamsCost(graph0), {}
         backend = self.backend(run)
-        holder: dict[str, LatencyTable] = {}
 
         def build(m: nn.Module) -> dict[str, Any]:
             table = LatencyTable(graph0, backend, round_to=c.round_to, min_channels=c.min_channels,
                                  cache_dir=c.lut_cache, progress=bool(c.short_term and c.short_term.progress),
                                  log=run.log)
-            holder["table"] = table
             out: dict[str, Any] = {"table": table.to_dict()}
             if c.lut_check:
                 report = table.check(c.lut_check, seed=0)
@@ -227,12 +228,9 @@ class NetAdapt(Method):
                       settings={"identity": backend.identity(), "round_to": c.round_to,
                                 "min_channels": c.min_channels, "check": c.lut_check})
         metrics = run.last_metrics()
-        table = holder.get("table")
-        if table is None:  # resumed: the table the run measured, not a new measurement
-            table = LatencyTable(graph0, backend, round_to=c.round_to, min_channels=c.min_channels,
-                                 cache_dir=c.lut_cache, log=run.log, build=False)
-            table.entries.update(metrics["table"]["entries"])
-            table.constant = float(metrics["table"]["constant_ms"])
+        # the table the stage recorded, on the first run as on a resumed one (never a new measurement)
+        table = LatencyTable.from_dict(graph0, backend, metrics["table"], min_channels=c.min_channels,
+                                       cache_dir=c.lut_cache, log=run.log)
         table.graph.model.cpu()
         return table, metrics
 
@@ -280,6 +278,8 @@ class NetAdapt(Method):
                 run.details["stopped"] = f"max_iters={c.max_iters}"
                 break
             target = iteration_target(res, r0, i, c.init_reduction, c.decay)
+            if c.clip_to_budget:
+                target = max(target, budget)
             best = None  # (key, index, stage, model)
             proposals = []
             for k, n in enumerate(names):

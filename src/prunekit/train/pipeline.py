@@ -7,6 +7,12 @@ architecture-as-data file, so a pruned model reloads without its constructor), `
 state dict only, for stages that keep the architecture: cheap) or nothing (``"json"``) — and ``record.json``; a
 training stage in progress keeps the Trainer's ``last.ckpt`` there.
 
+**A ``"json"`` stage's product is its record alone.** Nothing of the model is saved, so nothing of what the stage
+did to it could be replayed: the stage runs on a copy, and the caller gets its own model back unchanged — on the
+first run exactly as on a resumed one (a training stage with ``artifact="json"`` is a probe: train, measure in
+``after``, discard). Likewise every stage's metrics reach the caller as read back from ``record.json`` (tuples
+become lists, keys strings), on the first run as on a resumed one.
+
 **Fingerprints.** Each stage stores a fingerprint of everything that determines it: its kind, its settings
 (the TrainConfig, the method's options), its data-order offset, its parent stage's fingerprint, and the run's
 own settings (data spec, seed, format version). Re-running a pipeline skips a completed stage only when its
@@ -20,6 +26,7 @@ from the very same module, which keeps resumed runs bit-identical.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -251,9 +258,13 @@ class Pipeline:
             _write_json(d / STARTED_FILE, {"fingerprint": fp, "inputs": full})
             self.log(f"stage {name} ({kind}) ...")
         t0 = time.perf_counter()
-        metrics = run(model, d)
+        work = copy.deepcopy(model) if artifact == "json" else model  # nothing of it is saved: leave the caller's
+        metrics = run(work, d)
+        # the metrics as a resumed run reads them back (the same object on the first run and on a replay)
+        metrics = json.loads(json.dumps(metrics, default=_jsonable))
         rec = StageRecord(name, kind, time.perf_counter() - t0, metrics, fp, full)
-        self._save(name, model, artifact)
+        self._save(name, work, artifact)
+        del work
         _write_json(d / RECORD_FILE, rec.__dict__)  # written last: marks the stage complete
         if not self.keep_checkpoints:
             (d / "last.ckpt").unlink(missing_ok=True)
