@@ -76,7 +76,8 @@ class MetaPruningConfig:
     ``gate_tolerance``: the largest drop (points) allowed between neighbours of the uniform family.
     ``random_control``: also run the random search. ``finetune``: fine-tune the generated winner (None: no).
     ``retrain``: train the winner and the controls from scratch (None: no). ``retrain_seeds``: seeds per arm.
-    ``controls``: also retrain the uniform twin and the random control's best. ``train_full``: also train the
+    ``controls``: the arms retrained beside the winner: ``uniform`` (the uniform twin) and/or ``random`` (the
+    random control's best). ``train_full``: also train the
     full-width network with the retrain recipe (seed 0): the report's baseline. ``seed``: the search's draws.
     """
 
@@ -105,7 +106,7 @@ class MetaPruningConfig:
     finetune: TrainConfig | None = None
     retrain: TrainConfig | None = field(default_factory=_retrain_default)
     retrain_seeds: int = 1
-    controls: bool = True
+    controls: tuple[str, ...] = ("uniform", "random")
     train_full: bool = False
     seed: int = 0
 
@@ -126,6 +127,10 @@ class MetaPruningConfig:
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"{name}={v!r} must be an integer >= {low}")
         check_range("gate_tolerance", self.gate_tolerance, 0)
+        self.controls = tuple(self.controls or ())
+        bad = [a for a in self.controls if a not in ("uniform", "random")]
+        if bad:
+            raise ConfigError(f"controls={list(self.controls)!r}: each must be 'uniform' or 'random'")
         self.evolution()  # validates the search options
         if self.fixed_groups is not None:
             self.fixed_groups = tuple(self.fixed_groups)
@@ -349,7 +354,7 @@ class MetaPruning(Method):
             run.details["finetuned"] = {k: run.evaluate(final, k) for k in ("val", "test")}
 
         if c.retrain is not None:
-            names = ["winner"] + ([a for a in ("uniform", "random") if a in arms] if c.controls else [])
+            names = ["winner"] + [a for a in c.controls if a in arms]
             results: dict[str, list[dict[str, Any]]] = {a: [] for a in names}
             for s in range(c.retrain_seeds):
                 for arm in names:
