@@ -73,15 +73,24 @@ class DependencyGraph:
     """Channel groups of ``model`` traced with ``example_inputs`` (a tensor or a tuple of tensors, batch first).
 
     ``groups``: every ChannelGroup (those created by a conv/linear/conv-transpose layer), in execution order.
-    ``leaf_modules``: extra layer types to treat as opaque (their channels become unprunable). Building never
-    modifies the model. After ``prune_groups``/``apply_widths`` the graph describes the pruned model (group
-    names stay; sizes shrink).
+    ``leaf_modules``: layers to keep opaque, as types or qualified names (their channels become unprunable;
+    a Conv/Linear subclass kept whole is analysed as its base layer). Conv/Linear subclasses whose forward fx
+    cannot trace are kept whole automatically (with a warning); any other trace failure raises GraphError
+    naming the module and the source line. Building never modifies the model (parameters, buffers, flags).
+    After ``prune_groups``/``apply_widths`` the graph describes the pruned model (group names stay; sizes
+    shrink).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type] = ()):
+    def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type | str] = ()):
         self.model = model
         self.example_inputs = _as_tuple(example_inputs)
-        self._core: Core = analyse(model, self.example_inputs, tuple(leaf_modules))
+        leaf_modules = list(leaf_modules)
+        bad = [x for x in leaf_modules if not (isinstance(x, str) or (isinstance(x, type)
+                                                                     and issubclass(x, nn.Module)))]
+        if bad:
+            raise ConfigError(f"leaf_modules takes nn.Module types or qualified module names, got {bad[:3]!r}")
+        self._core: Core = analyse(model, self.example_inputs, tuple(x for x in leaf_modules if isinstance(x, type)),
+                                   [x for x in leaf_modules if isinstance(x, str)])
         self._derive()
 
     # ---- structure ---------------------------------------------------------------------------------------------

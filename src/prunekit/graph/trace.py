@@ -12,13 +12,18 @@ offending submodule can be declared a leaf with ``leaf_modules=``, which makes i
 
 Shapes come from running the traced graph once on the example inputs. By default this runs on the ``meta``
 device (no arithmetic: a ResNet-50 at 224 px takes tens of milliseconds); if any op cannot run on meta tensors,
-the walk restarts with the real inputs in eval mode under ``no_grad`` (nothing in the model is modified).
+the walk restarts with the real inputs in eval mode under ``no_grad``.
+
+Building a graph never modifies the model: tracing and the walks run with every buffer swapped for a copy
+(``scratch_buffers``), so code that fx traces through and that updates state in place (a BatchNorm subclass's
+``num_batches_tracked += 1``, ``F.batch_norm(training=True)`` on the running statistics) writes to the copies;
+the training flags are restored.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 import torch.fx
@@ -37,12 +42,86 @@ class GraphError(PrunekitError):
 
 
 class _Tracer(torch.fx.Tracer):
-    def __init__(self, leaf_types: tuple[type, ...]):
+    """fx tracer with extra leaves (by type or qualified name) that remembers where tracing failed: the
+    innermost module being traced and the source line of the user's code that raised."""
+
+    def __init__(self, leaf_types: tuple[type, ...], leaf_names: frozenset[str] = frozenset()):
         super().__init__()
         self.leaf_types = leaf_types
+        self.leaf_names = leaf_names
+        self._stack: list[tuple[str, nn.Module]] = []
+        self.failed_in: tuple[str, nn.Module] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (bool(self.leaf_types) and isinstance(m, self.leaf_types)) or super().is_leaf_module(m, qualname)
+        return (bool(self.leaf_types) and isinstance(m, self.leaf_types)) or qualname in self.leaf_names \
+            or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        self._stack.append((self.path_of_module(m), m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:
+                self.failed_in = self._stack[-1]
+            raise
+        finally:
+            self._stack.pop()
+
+
+def _user_line(exc: BaseException) -> str | None:
+    """``file:line: code`` of the innermost frame of ``exc``'s traceback outside torch (the user's line)."""
+    import os
+    import traceback
+
+    torch_dir = os.path.dirname(torch.__file__)
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith(torch_dir)
+              and os.path.basename(f.filename) != "trace.py"]
+    if not frames:
+        return None
+    f = frames[-1]
+    return f"{f.filename}:{f.lineno}: {(f.line or '').strip()}"
+
+
+_STANDARD_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def _standard_layout(m: nn.Module) -> bool:
+    """A Conv/Linear subclass whose weight and bias have the base class's layout (so its rule and surgery
+    apply when it is kept whole)."""
+    w, b = getattr(m, "weight", None), getattr(m, "bias", None)
+    if not isinstance(w, torch.Tensor):
+        return False
+    if isinstance(m, nn.Linear):
+        out, shape = m.out_features, (m.out_features, m.in_features)
+    else:
+        out, shape = m.out_channels, (m.out_channels, m.in_channels // m.groups, *m.kernel_size)
+    return tuple(w.shape) == shape and (b is None or (isinstance(b, torch.Tensor) and tuple(b.shape) == (out,)))
+
+
+@contextmanager
+def scratch_buffers(model: nn.Module) -> Iterator[None]:
+    """Swap every buffer of ``model`` for a copy while the block runs; put the originals back afterwards.
+
+    Buffers shared by several modules stay shared (one copy each). Parameters are not copied: fx records
+    every use of a parameter (it is a proxy while tracing), and the walks read them under ``no_grad``.
+    """
+    saved: list[tuple[nn.Module, str, torch.Tensor]] = []
+    copies: dict[int, torch.Tensor] = {}
+    for m in model.modules():
+        for key, buf in m._buffers.items():
+            if buf is not None:
+                saved.append((m, key, buf))
+    with torch.no_grad():
+        for m, key, buf in saved:
+            copy = copies.get(id(buf))
+            if copy is None:
+                copy = copies[id(buf)] = buf.clone()
+            m._buffers[key] = copy
+    try:
+        yield
+    finally:
+        for m, key, buf in saved:
+            m._buffers[key] = buf
 
 
 @contextmanager
@@ -56,30 +135,82 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
             m.training = flag
 
 
-def trace(model: nn.Module, leaf_types: tuple[type, ...] = ()) -> list[tuple[torch.fx.Graph, dict[str, Any]]]:
+def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = ()
+          ) -> list[tuple[torch.fx.Graph, dict[str, Any]]]:
     """fx graphs of ``model``'s eval-mode forward and, if it differs, its train-mode forward.
 
     Returns ``[(graph, constants)]``: ``constants`` holds the tensor literals fx lifted out of the forward (fx
-    parks them on the traced module; they are taken back off the user's model here).
+    parks them on the traced module; they are taken back off the user's model here). A Conv/Linear subclass
+    whose own forward fx cannot trace (timm's ``Conv2dSame`` computes its padding with ``math.ceil`` on the
+    input's shape) is kept whole and analysed as its base layer, with a warning, if its weights have the
+    base layer's layout; any other failure raises GraphError naming the module and the source line.
     """
+    leaf_names = set(leaf_names)
+    auto: list[str] = []
+    while True:
+        try:
+            graphs = _trace_modes(model, leaf_types, frozenset(leaf_names))
+        except _TraceFailed as failed:
+            where = failed.where
+            if _keep_whole(where, leaf_names):
+                # every layer of that class runs the same forward: keep them all whole (one retry per class)
+                same = [(n, m) for n, m in model.named_modules() if type(m) is type(where[1])
+                        and n not in leaf_names and _standard_layout(m)]
+                leaf_names.update(n for n, _ in same)
+                auto.extend(f"'{n}' ({_type_name(m)})" for n, m in same)
+                continue
+            raise failed.error from failed.error.__cause__
+        break
+    if auto:
+        import warnings
+        warnings.warn(f"prunekit: fx could not trace the forward of {', '.join(auto[:5])}"
+                      f"{f' and {len(auto) - 5} more' if len(auto) > 5 else ''}: each is kept whole and analysed "
+                      "as the convolution/linear layer it subclasses (its weights have that layout)", stacklevel=3)
+    return graphs
+
+
+def _keep_whole(where: tuple[str, nn.Module] | None, leaf_names: set[str] | frozenset[str]) -> bool:
+    """Whether a module whose forward fx could not trace can be kept whole and analysed as its base layer."""
+    return where is not None and isinstance(where[1], _STANDARD_LAYERS) and where[0] not in leaf_names \
+        and not type(where[1]).__module__.startswith("torch.nn") and _standard_layout(where[1])
+
+
+def _type_name(m: nn.Module) -> str:
+    return f"{type(m).__module__}.{type(m).__qualname__}"
+
+
+class _TraceFailed(Exception):
+    def __init__(self, error: GraphError, where: tuple[str, nn.Module] | None):
+        super().__init__(str(error))
+        self.error, self.where = error, where
+
+
+def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: frozenset[str]
+                 ) -> list[tuple[torch.fx.Graph, dict[str, Any]]]:
     graphs = []
     for training in (False, True):
-        tracer = _Tracer(leaf_types)
+        tracer = _Tracer(leaf_types, leaf_names)
         before = set(vars(model))
         try:
-            with _mode(model, training):
+            with _mode(model, training), scratch_buffers(model):
                 graph = tracer.trace(model)
         except Exception as exc:  # noqa: BLE001 - fx raises many types
-            if training and graphs:
+            if training and graphs and not _keep_whole(tracer.failed_in, leaf_names):
                 import warnings
                 warnings.warn(f"prunekit: the train-mode forward of {type(model).__name__} could not be traced "
-                              f"({type(exc).__name__}: {exc}); only the eval-mode graph is analysed", stacklevel=3)
+                              f"({type(exc).__name__}: {exc}); only the eval-mode graph is analysed", stacklevel=4)
                 break
-            raise GraphError(
-                f"torch.fx could not trace {type(model).__name__} ({'train' if training else 'eval'} mode): "
-                f"{type(exc).__name__}: {exc}. prunekit needs an fx-traceable forward (no Python control flow on "
-                "tensor values); declare the offending submodule types as leaves with "
-                "DependencyGraph(..., leaf_modules=[...]) (their channels become unprunable).") from exc
+            where = tracer.failed_in
+            inside = f" inside module '{where[0]}' ({_type_name(where[1])})" if where is not None else ""
+            line = _user_line(exc)
+            at = f" at {line}" if line else ""
+            error = GraphError(
+                f"torch.fx could not trace {type(model).__name__} ({'train' if training else 'eval'} mode)"
+                f"{inside}{at}: {type(exc).__name__}: {exc}. prunekit needs an fx-traceable forward (no Python "
+                "control flow on tensor values or shapes); declare the offending submodules leaves with "
+                "leaf_modules=[type or qualified name] (their channels become unprunable).")
+            error.__cause__ = exc
+            raise _TraceFailed(error, where) from exc
         finally:
             added = set(vars(model)) - before
         consts = {}
@@ -115,6 +246,10 @@ _SAME_SHAPE = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._Instanc
                nn.PReLU, nn.Identity, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
                nn.Mish, nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Sigmoid, nn.Tanh, nn.Softplus,
                nn.modules.dropout._DropoutNd)
+# functions whose output has the input's shape: on meta tensors they are not run (F.batch_norm in a train-mode
+# graph checks the batch statistics' sample count, which a batch-1 example with a 1x1 map fails)
+_F_SAME_SHAPE = {torch.nn.functional.batch_norm, torch.nn.functional.instance_norm,
+                 torch.nn.functional.group_norm, torch.nn.functional.layer_norm}
 _F_CONV = {nn.Conv1d: torch.nn.functional.conv1d, nn.Conv2d: torch.nn.functional.conv2d,
            nn.Conv3d: torch.nn.functional.conv3d}
 
@@ -186,7 +321,10 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                     else:
                         value = module(*args, **kwargs)
                 elif op == "call_function":
-                    value = node.target(*args, **kwargs)
+                    if meta and node.target in _F_SAME_SHAPE and args and isinstance(args[0], torch.Tensor):
+                        value = torch.empty_like(args[0])
+                    else:
+                        value = node.target(*args, **kwargs)
                 else:
                     value = getattr(args[0], node.target)(*args[1:], **kwargs)
             except Exception as exc:  # noqa: BLE001
@@ -247,9 +385,10 @@ def _pin_sizes(b: Builder, call: Call, labels: Any) -> None:
     map_aggregate(labels, visit)
 
 
-def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tuple[type, ...] = ()) -> Core:
+def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tuple[type, ...] = (),
+            leaf_names: Iterable[str] = ()) -> Core:
     """Trace ``model`` and run every rule; returns the class-level core of the dependency graph."""
-    graphs = trace(model, leaf_types)
+    graphs = trace(model, leaf_types, leaf_names)
     try:
         return _analyse(model, inputs, graphs)
     except GraphError as exc:
@@ -267,7 +406,7 @@ def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list) -
     for meta in (True, False):
         b = Builder(model, batch)
         try:
-            with _mode(model, False), torch.no_grad():
+            with _mode(model, False), torch.no_grad(), scratch_buffers(model):
                 for i, (graph, consts) in enumerate(graphs):
                     b.record_layers = i == 0
                     _walk(b, graph, consts, inputs, meta)
