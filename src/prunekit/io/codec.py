@@ -40,6 +40,15 @@ _OPERATOR_NAMES = (
 )
 # Namespaces whose ``__torch_function__``-overridable functions (= exactly what fx can record) are allowed.
 _TORCH_NAMESPACES = ("torch", "torch.nn.functional", "torch.linalg", "torch.fft", "torch.special", "torch.functional")
+# Tensor factories: not ``__torch_function__``-overridable (they take no tensor), so absent from the list above,
+# yet fx records them when their sizes come from the traced input (``torch.arange(x.shape[-1])``: a positional
+# encoding). Each only creates a tensor from numbers: no file, buffer, global setting or code object.
+_TORCH_FACTORIES = (
+    "zeros", "ones", "empty", "full", "arange", "range", "linspace", "logspace", "eye", "tensor", "as_tensor",
+    "scalar_tensor", "empty_strided", "tril_indices", "triu_indices", "hann_window", "hamming_window",
+    "bartlett_window", "blackman_window", "kaiser_window", "rand", "randn", "randint", "randperm", "normal",
+    "zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "randint_like",
+)
 # Pure helpers that torchvision marks with ``torch.fx.wrap`` (so they appear as call_function targets).
 _TORCHVISION_WRAPPED = (
     "torchvision.models.swin_transformer._patch_merging_pad",
@@ -77,6 +86,11 @@ def _base_tables() -> tuple[dict[str, Callable[..., Any]], dict[int, str]]:
             fname = getattr(fn, "__name__", None)
             if fname and not fname.startswith("_") and getattr(ns, fname, None) is fn:
                 by_name.setdefault(f"{ns_name}.{fname}", fn)
+    ignored = torch.overrides.get_ignored_functions()
+    for fname in _TORCH_FACTORIES:
+        fn = getattr(torch, fname, None)
+        if callable(fn) and (fn in ignored or f"torch.{fname}" in by_name):
+            by_name.setdefault(f"torch.{fname}", fn)
     by_name["torch._assert"] = torch._assert
     for fname in _OPERATOR_NAMES:
         by_name[f"operator.{fname}"] = getattr(operator, fname)
