@@ -70,11 +70,33 @@ def _resolve_all() -> None:
             _resolve(name)
 
 
+# prunekit's own layer types whose specs are registered by another prunekit module (models/ sits below io/ in
+# the package's layers, so its layer types cannot register themselves): defining module -> registering module.
+# Imported on demand, when saving meets such a type or loading meets a name from either module; only these.
+_SPEC_PROVIDERS = {
+    "prunekit.models.layers_lgc": "prunekit.methods.condensenet",
+    "prunekit.methods.gates": "prunekit.methods.gates",
+    "prunekit.methods.condensenet": "prunekit.methods.condensenet",
+}
+
+
+def _import_provider(module_name: str) -> bool:
+    """Import the module that registers the specs of prunekit layer types defined in ``module_name`` (an
+    allow-listed prunekit module); True if one was imported."""
+    provider = _SPEC_PROVIDERS.get(module_name)
+    if provider is None:
+        return False
+    importlib.import_module(provider)
+    return True
+
+
 def type_name(module: nn.Module) -> str | None:
     """The registered name of ``type(module)`` (exact type), or None if it has no spec."""
     cls = type(module)
     if cls not in _BY_CLASS:
         _resolve_all()
+        if cls not in _BY_CLASS and _import_provider(cls.__module__):
+            _resolve_all()
     return _BY_CLASS.get(cls)
 
 
@@ -124,8 +146,14 @@ def build_module(name: str, encoded_kwargs: dict[str, Any], extra: dict[str, Any
     ``extra``: plain public attributes to set afterwards (never ones the class defines, e.g. methods).
     """
     if name not in _REGISTRY and re.fullmatch(r"prunekit(\.[A-Za-z_][A-Za-z0-9_]*)+", name):
-        # prunekit's own layer types (e.g. gated BN) register when their module is imported
-        importlib.import_module(name.rpartition(".")[0])
+        # prunekit's own layer types (e.g. gated BN) register when their module (or its allow-listed spec
+        # provider) is imported
+        module_name = name.rpartition(".")[0]
+        if not _import_provider(module_name):
+            try:
+                importlib.import_module(module_name)
+            except ImportError:
+                pass
     if name not in _REGISTRY:
         raise SpecError(f"unknown module type {name!r}: not registered with prunekit.io.register_module_spec")
     cls = _resolve(name)
