@@ -12,8 +12,10 @@ What one run does (every part is skipped when its output exists, so a killed run
 1. **Baseline**: ``resnet20`` trained once with prunekit's Trainer (``OUTPUT/baseline``, resumable checkpoint).
 2. **Arms**: for every budget (fraction of the baseline's MACs kept) and every seed,
    - every registered prunekit method (``prunekit.methods.list_methods()``); a method whose config has no
-     ``target_macs`` cannot be put on the budget and is skipped with the reason logged. Each runs through the
-     method's own resumable pipeline (``Method.run``) under ``OUTPUT/<arm>``;
+     ``target_macs`` cannot be put on the budget and is skipped with the reason logged, and so is CondenseNet
+     (an architecture trained from scratch, not a pruner of a given baseline). NetAdapt runs with MACs as its
+     resource (see ``NETADAPT_*``). Each runs through the method's own resumable pipeline (``Method.run``) under
+     ``OUTPUT/<arm>``;
    - Torch-Pruning's counterparts (each a resumable prunekit ``Pipeline``: pruned models and Trainer checkpoints
      are stages): ``BNScalePruner`` + ``BNScaleImportance`` global (~ slimming, same sparsity phase),
      ``GroupTaylorImportance`` global, iterative steps with gradients of a few training batches each (~ Gate
@@ -38,6 +40,9 @@ augmentation of the pruning runs, never the split or the baseline); the test set
 
 Records: ``benchmarks/results/compare-methods-<protocol>-<arm>.json`` (RESULTS-SCHEMA), ``compare-methods-
 <protocol>-table.md``, ``compare-methods-<protocol>-pareto.png``, ``compare-methods-<protocol>-summary.json``.
+``--from-records`` writes the last three again from the per-arm records alone (no run folder, nothing re-run).
+New arms only (e.g. NetAdapt's): ``--only netadapt`` (re-trains the baseline if its run folder is gone: the same
+seed and schedule; its test top-1 is in every record to compare), then ``--from-records``.
 """
 
 from __future__ import annotations
@@ -140,8 +145,42 @@ TP_ARMS = {  # arm -> (counterpart, description)
 }
 
 
+# NetAdapt on a MACs budget (resource = MACs, analytic: no latency table): the official loop, with the first
+# iteration's reduction sized so that ~NETADAPT_ITERS iterations reach the budget (the official 0.025 x 0.96^i
+# would need ~40 iterations of 12 proposals for 50 %), the last iteration's target clipped to the budget (the
+# other arms land on it exactly), NETADAPT_SHORT_STEPS short-term steps per proposal (upstream 500; recorded as
+# scoring_batches, outside the epoch budget, like Gate Decorator's ticks), then all E epochs as the long-term
+# fine-tune with the common fine-tune schedule. A proposal alone cannot always meet its iteration's target
+# above its floor (it then takes the floor, the official fallback), so a run takes more iterations than
+# NETADAPT_ITERS (the smoke protocol: 9 for 6); each costs <= 12 proposals of short-term steps + a validation pass.
+NETADAPT_ITERS = 4
+NETADAPT_SHORT_STEPS = 5
+NETADAPT_DECAY = 0.96
+# methods that are not pruners of a given baseline: never armed, with the reason in the summary
+NOT_PRUNERS = {
+    "condensenet": "CondenseNet is an architecture trained from scratch with learned group convolutions (a "
+                   "DenseNet-style network condensed while it trains), not a pruner of a given baseline "
+                   "checkpoint: it cannot start from the shared resnet20 nor be put on its MACs budget",
+}
+
+
+def netadapt_init_reduction(budget: float, iters: int = NETADAPT_ITERS, decay: float = NETADAPT_DECAY) -> float:
+    """The first iteration's reduction (fraction of R0) for which ``iters`` iterations remove ``1 - budget``."""
+    return (1 - budget) * (1 - decay) / (1 - decay ** iters)
+
+
 def method_recipe(name: str, p: Protocol, budget: float) -> tuple[dict[str, Any] | None, str]:
     """The recipe that puts method ``name`` on the budget and the epoch budget, or (None, why it is skipped)."""
+    if name in NOT_PRUNERS:
+        return None, NOT_PRUNERS[name]
+    if name == "netadapt":
+        return {"netadapt": {"target_macs": budget, "init_reduction": round(netadapt_init_reduction(budget), 6),
+                             "decay": NETADAPT_DECAY, "max_iters": 4 * NETADAPT_ITERS, "clip_to_budget": True,
+                             "round_to": 1, "min_channels": 8, "selection": "accuracy_per_latency",
+                             "short_term_steps": NETADAPT_SHORT_STEPS, "uniform_points": 0, "measure_family": False},
+                "short_term": {"epochs": 1, "lr": 1e-3, "schedule": "constant", "momentum": 0.9,
+                               "weight_decay": 1e-4, "progress": False},
+                "long_term": finetune_phase(p, p.epochs)}, ""
     cls = get_method(name).config_class
     names = {f.name for f in fields(cls)}
     if "target_macs" not in names:
@@ -276,6 +315,11 @@ def run_prunekit_arm(name: str, recipe: dict[str, Any], base: nn.Module, data, p
                                  callbacks=[EpochLog(log, arm_id(name, budget, seed))])
     schedule = {**phase_epochs(config), "total_epochs": sum(phase_epochs(config).values()) - (
         phase_epochs(config).get("tick_epochs", 0)), "batch_size": p.batch_size}
+    if name == "netadapt":
+        iters = int(res.details.get("iterations", 0))
+        schedule.update(short_term_epochs=0, total_epochs=config.long_term.epochs if config.long_term else 0,
+                        iterations=iters, proposals=sum(len(x) for x in res.details.get("proposals", [])),
+                        scoring_batches=iters * config.short_term_steps)
     if name == "gate_decorator":
         st = res.details.get("stages", {})
         schedule.update(tick_epochs=0, ticks=st.get("ticks"), tocks=st.get("tocks"),
@@ -286,7 +330,8 @@ def run_prunekit_arm(name: str, recipe: dict[str, Any], base: nn.Module, data, p
     return {"model": res.model.cpu().eval(), "top1": res.pruned.top1.get("test"), "val_top1": res.pruned.top1.get(
         "val"), "params": res.pruned.params, "macs": res.pruned.macs, "schedule": schedule,
         "details": {k: v for k, v in res.details.items() if k in ("ratio", "passes", "ticks", "rounds", "floor_hit",
-                                                                   "macs_kept", "stages", "ratio_removed")},
+                                                                   "macs_kept", "stages", "ratio_removed",
+                                                                   "iterations", "stopped")},
         "config": {k: v for k, v in recipe.items()}}
 
 
@@ -457,7 +502,7 @@ def measure_latencies(models: dict[str, nn.Module], x1: torch.Tensor, path: Path
 
 
 def write_outputs(p: Protocol, recs: list[dict[str, Any]], baseline: dict[str, Any], prefix: str, log: Log,
-                  command: str, skipped: dict[str, str], total_s: float | None) -> None:
+                  command: str, skipped: dict[str, str], total_s: float | None, note: str | None = None) -> None:
     rows = []
     groups: dict[tuple[str, float], list[dict[str, Any]]] = {}
     for r in recs:
@@ -499,12 +544,14 @@ def write_outputs(p: Protocol, recs: list[dict[str, Any]], baseline: dict[str, A
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"`{k}`: {v}" for k, v in skipped.items())]
     lines += ["", f"Command: `{command}`" + (f" — total wall time {total_s / 60:.0f} min" if total_s else "")]
+    if note:
+        lines += ["", note]
     table = "\n".join(lines) + "\n"
     (RESULTS if p.name != "smoke" else prefix_dir(prefix)).mkdir(parents=True, exist_ok=True)
     Path(prefix + "-table.md").write_text(table)
     summary = envelope(f"compare-methods-{p.name}-summary", device="cpu", command=command, reduced=p.reduced,
                        protocol=asdict(p), baseline=baseline, rows=rows, skipped=skipped,
-                       total_wall_s=total_s, arms=[r["name"] for r in recs])
+                       total_wall_s=total_s, arms=[r["name"] for r in recs], **({"note": note} if note else {}))
     summary["versions"]["torch_pruning"] = tp_version()
     write_record(summary, prefix + "-summary.json")
     plot(p, rows, baseline, prefix + "-pareto.png")
@@ -573,6 +620,10 @@ def main(argv: list[str] | None = None) -> int:
                          "reported if finished")
     ap.add_argument("--report-only", action="store_true",
                     help="train nothing: latency, table and plot of the arms finished so far")
+    ap.add_argument("--from-records", action="store_true",
+                    help="train and measure nothing, need no run folder: the table, summary and plot again from "
+                         "the per-arm records already written (with the latencies they hold) and the baseline of "
+                         "the last summary")
     args = ap.parse_args(argv)
     pname = "smoke" if args.smoke else args.protocol
     p = PROTOCOLS[pname]
@@ -585,6 +636,8 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(shlex.quote(a) for a in [".venv/bin/python", "benchmarks/compare_methods.py",
                                                  *(argv if argv is not None else sys.argv[1:])])
     data_dir = args.data_dir if p.data.startswith("cifar") else None
+    if args.from_records:
+        return from_records(p, prefix, log, command)
     t_start = time.perf_counter()
     log(f"compare-methods protocol {pname}: {asdict(p)}")
     try:
@@ -593,6 +646,53 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:
         log(f"interrupted ({e}); run the same command again to continue")
         return 3
+
+
+def planned_arms(p: Protocol) -> tuple[list[tuple[str, float, int, dict | None]], dict[str, str]]:
+    """Every arm of the protocol (seed-major) and the methods skipped, with why."""
+    skipped: dict[str, str] = {}
+    arms: list[tuple[str, float, int, dict | None]] = []
+    for seed in p.seeds:  # seed-major: a run cut short still has every arm of the first seed
+        for budget in p.budgets:
+            for name in list_methods():
+                recipe, why = method_recipe(name, p, budget)
+                if recipe is None:
+                    skipped[name] = why
+                    continue
+                arms.append((name, budget, seed, recipe))
+            for kind in TP_ARMS:
+                arms.append((kind, budget, seed, None))
+    return arms, skipped
+
+
+def from_records(p: Protocol, prefix: str, log: Log, command: str) -> int:
+    """Table, summary and plot from the per-arm records (``--from-records``); arms without one are listed."""
+    old_path = Path(prefix + "-summary.json")
+    if not old_path.exists():
+        log(f"--from-records needs {old_path} (the baseline of the run that wrote the records)")
+        return 2
+    old = json.loads(old_path.read_text())
+    arms, skipped = planned_arms(p)
+    recs, missing = [], []
+    for name, budget, seed, _ in arms:
+        path = Path(f"{prefix}-{arm_id(name, budget, seed)}.json")
+        if not path.exists():
+            missing.append(arm_id(name, budget, seed))
+            continue
+        rec = json.loads(path.read_text())
+        rec["_method"] = name
+        rec["latency_ms"] = {k: (v.get("pruned") if isinstance(v, dict) else v)
+                             for k, v in (rec.get("latency_ms") or {}).items()}
+        recs.append(rec)
+    for name, why in skipped.items():
+        log(f"skip {name}: {why}")
+    if missing:
+        skipped["not run yet (run the protocol's command to add them)"] = ", ".join(missing)
+    note = (f"Table regenerated from the {len(recs)} per-arm records by `{command}` (nothing re-run); latencies "
+            "as each record holds them (arms of one invocation were timed in the same interleaved rounds).")
+    write_outputs(p, recs, old["baseline"], prefix, log, old.get("command", command), skipped,
+                  old.get("total_wall_s"), note=note)
+    return 0
 
 
 def _alive(pid: int) -> bool:
@@ -617,20 +717,9 @@ def _run(p: Protocol, pname: str, args, out: Path, prefix: str, log: Log, comman
                 "epochs": p.baseline_epochs, "seconds": binfo["seconds"], "train_images": data0.train.num_samples,
                 "val_images": data0.val.num_samples, "test_images": data0.test.num_samples}
 
-    skipped: dict[str, str] = {}
-    arms: list[tuple[str, float, int, dict | None]] = []
-    for seed in p.seeds:  # seed-major: a run cut short still has every arm of the first seed
-        for budget in p.budgets:
-            for name in list_methods():
-                recipe, why = method_recipe(name, p, budget)
-                if recipe is None:
-                    if name not in skipped:
-                        log(f"skip {name}: {why}")
-                    skipped[name] = why
-                    continue
-                arms.append((name, budget, seed, recipe))
-            for kind in TP_ARMS:
-                arms.append((kind, budget, seed, None))
+    arms, skipped = planned_arms(p)
+    for name, why in skipped.items():
+        log(f"skip {name}: {why}")
     if args.only:
         arms = [a for a in arms if a[0] in args.only]
     mine = set(args.seeds if args.seeds is not None else p.seeds)
