@@ -79,6 +79,9 @@ def main() -> None:
     ap.add_argument("--lut-cache", default=None, help="LUT cache folder (default <output>/lut-cache); seeds may "
                     "share one: the table is the device's, not the seed's")
     ap.add_argument("--aggregate", action="store_true", help="Only write the summary over the seed files.")
+    ap.add_argument("--floor-check", action="store_true", help="Only print what the LUT predicts at the floors "
+                    "(every group alone at its floor, all groups at their floors; % of R0): can the budget be "
+                    "reached? Uses --lut-cache (default <output>/lut-cache).")
     ap.add_argument("--pretrain-epochs", type=int, default=20)
     ap.add_argument("--long-term-epochs", type=int, default=10)
     ap.add_argument("--short-term-steps", type=int, default=40)
@@ -100,6 +103,8 @@ def main() -> None:
 
     if args.lut_only:
         return lut_only(args, command)
+    if args.floor_check:
+        return floor_check(args)
     n_train, pre_epochs, lt_epochs, st_steps = 10_000, args.pretrain_epochs, args.long_term_epochs, \
         args.short_term_steps
     P = dict(device="cpu", image_size=16, val_split=0.04, batch=128, platform="cpu", latency_batch=16, dtype=None,
@@ -317,6 +322,29 @@ def aggregate(stem: str) -> dict:
     if recs:
         write_record(rec, RESULTS / f"{stem}-summary.json")
     return rec
+
+
+def floor_check(args) -> None:
+    """The LUT's view of the floors for the CPU protocol (resnet20, 16 px, batch 16, 1 thread, grid 8)."""
+    from prunekit.cost.lut import TorchCPU
+    from prunekit.methods.netadapt import grid_floor
+    from prunekit.planning import channel_floors
+
+    g = DependencyGraph(create("resnet20", num_classes=10).eval(), torch.randn(2, 3, 16, 16))
+    table = LatencyTable(g, TorchCPU(batch_size=16, threads=1, clock=args.clock, repeats=30, warmup=5), round_to=8,
+                         min_channels=8, cache_dir=args.lut_cache or Path(args.output) / "lut-cache", log=log)
+    full = g.widths()
+    r0 = table(full)
+    names = [x.name for x in g.prunable_groups]
+    out = {"r0_ms": round(r0, 3), "constant_ms": round(table.constant, 3)}
+    for min_keep in (0.25, 0.0):
+        floors = channel_floors(g, min_keep=min_keep, min_channels=8, names=names)
+        low = {n: grid_floor(g.group(n).size, floors[n], g.group(n).round_to(8)) for n in names}
+        out[f"min_keep {min_keep}"] = {
+            "all groups at their floors (% of R0)": round(100 * table({**full, **low}) / r0, 1),
+            "one group alone at its floor saves (% of R0)": {n: round(100 * (r0 - table({**full, n: low[n]})) / r0, 2)
+                                                            for n in names}}
+    print(json.dumps(out, indent=1))
 
 
 def lut_only(args, command: str) -> None:
