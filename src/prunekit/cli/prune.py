@@ -65,7 +65,7 @@ def prune_main(ctx: typer.Context,
 def _field_help(doc: str, name: str) -> str:
     """The sentence of a config docstring that describes ``name`` (``name``: ... up to the next option)."""
     flat = " ".join(doc.split())
-    m = re.search(rf"``{re.escape(name)}``[^.]*?:\s*(.+?)(?=\s``[a-z_]+``\s*[:(/]|$)", flat)
+    m = re.search(rf"``{re.escape(name)}``[^.]*?:\s*(.+?)(?=\s``[a-z0-9_]+``\s*[:(/]|$)", flat)
     text = (m.group(1) if m else "").strip()
     return (text[:200] + "…") if len(text) > 200 else text
 

@@ -50,9 +50,10 @@ from prunekit.train.trainer import step_seed
 Arm = Literal["winner", "uniform", "random"]
 
 
-def _pruningnet_default() -> TrainConfig:  # upstream ResNet: 1/4 of a normal training, step ×0.1, wd 1e-4
-    return TrainConfig(epochs=40, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="step",
-                       milestones=(10, 20, 30), label_smoothing=0.1)
+def _pruningnet_default() -> TrainConfig:
+    # upstream ResNet: 1/4 of a normal training, wd 1e-4, lr x0.1 at 25/50/75 % (MobileNet: linear decay); a
+    # cosine decay here, so that any epoch count works without milestones
+    return TrainConfig(epochs=40, lr=0.1, momentum=0.9, weight_decay=1e-4, schedule="cosine", label_smoothing=0.1)
 
 
 def _retrain_default() -> TrainConfig:
@@ -64,21 +65,26 @@ def _retrain_default() -> TrainConfig:
 class MetaPruningConfig:
     """MetaPruning options (upstream defaults where upstream has one).
 
-    ``target_macs`` / ``target_params``: the budget, a fraction of the full network's MACs / parameters (exactly
-    one); candidates must lie in ``[target - window, target]`` (fractions; upstream's ResNet-50 window is ±2.5 %
-    around 2.0 G). ``levels``: ``(low, high, step)`` of the width levels. ``hidden``: generator width.
-    ``fixed_groups``: groups held at full width (None: the classifier's input group). ``round_to`` /
-    ``min_channels``: channel grid and floor. ``pruningnet``: its training. ``population``, ``select``,
-    ``parents``, ``mutations``, ``crossovers``, ``mutation_prob``, ``iterations``, ``random_level_range``: the
-    search (see :class:`~prunekit.planning.search.EvolutionConfig`). ``recal_batches``: training batches of
-    BatchNorm recalibration per candidate (upstream 100 × 1000 images). ``gate``: run the sanity gate;
-    ``gate_min_top1``: the accuracy the full and uniform-0.5 configurations need (default 2 × chance);
-    ``gate_tolerance``: the largest drop (points) allowed between neighbours of the uniform family.
-    ``random_control``: also run the random search. ``finetune``: fine-tune the generated winner (None: no).
-    ``retrain``: train the winner and the controls from scratch (None: no). ``retrain_seeds``: seeds per arm.
-    ``controls``: the arms retrained beside the winner: ``uniform`` (the uniform twin) and/or ``random`` (the
-    random control's best). ``train_full``: also train the
-    full-width network with the retrain recipe (seed 0): the report's baseline. ``seed``: the search's draws.
+    ``target_macs``: the budget as a fraction of the full network's MACs (this or ``target_params``).
+    ``target_params``: the budget as a fraction of its parameters. ``window``: candidates must cost between
+    target - window and target (fractions of the full network; upstream's ResNet-50 window is ±2.5 % of 2.0 G).
+    ``levels``: low, high, step of the width levels (fractions of a group kept; 31 levels by default).
+    ``hidden``: generator width (upstream 32; 64 for MobileNetV2). ``fixed_groups``: groups held at full width
+    (default: the classifier's input group). ``round_to``: channel grid of every width. ``min_channels``: the
+    smallest width of a group. ``pruningnet``: the PruningNet's training. ``population``: candidates per search
+    iteration. ``select``: best candidates kept across iterations. ``parents``: the top candidates children come
+    from. ``mutations``: mutated children per iteration. ``crossovers``: crossover children per iteration.
+    ``mutation_prob``: probability that a gene mutates. ``iterations``: search iterations.
+    ``random_level_range``: level indices [lo, hi) random candidates draw from (default: all).
+    ``recal_batches``: training batches of BatchNorm recalibration per candidate (upstream 100 × 1000 images).
+    ``gate``: run the sanity gate before the search. ``gate_min_top1``: the validation top-1 the full and the
+    uniform-0.5 configurations need (default 2 × chance). ``gate_tolerance``: the largest drop (points) allowed
+    between neighbours of the uniform family 0.3, 0.5, 0.7, 1.0. ``random_control``: also score as many random
+    candidates (the control). ``finetune``: fine-tuning of the winner's generated weights (default: none).
+    ``retrain``: training of the winner and the controls from scratch (the paper's protocol).
+    ``retrain_seeds``: seeds per retrained arm. ``controls``: the arms retrained beside the winner: uniform (the
+    uniform multiplier at equal or higher cost) and/or random (the random control's best). ``train_full``: also
+    train the full-width network with the retrain recipe (the report's baseline). ``seed``: the search's draws.
     """
 
     target_macs: float | None = None

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from prunekit.errors import ConfigError
 from prunekit.graph import DependencyGraph
 from prunekit.graph.plan import PruningPlan
+from prunekit.train import distributed as dist_utils
 
 _BN = nn.modules.batchnorm._BatchNorm
 _WEIGHTED = (nn.modules.conv._ConvNd, nn.Linear)
@@ -190,7 +191,8 @@ class PruningNet(nn.Module):
     def calibrate_bn(self, widths: Mapping[str, int], loader: Iterable, batches: int) -> None:
         """Estimate the BatchNorm statistics of configuration ``widths`` from ``batches`` batches of ``loader``
         (items ``(x, y)``; train mode, no gradients; cumulative averages: each statistic is the mean of its
-        per-batch values) and select the configuration. Upstream resets its width-BatchNorms the same way
+        per-batch values) and select the configuration. Under torch.distributed each rank calibrates on its own
+        batches and the statistics are averaged over the ranks. Upstream resets its width-BatchNorms the same way
         before it scores a candidate (there with a 0.1-momentum average of 100 batches)."""
         if batches < 1:
             raise ConfigError(f"calibrate_bn: batches={batches} must be >= 1")
@@ -225,6 +227,12 @@ class PruningNet(nn.Module):
             self.train(was_training)
         if seen == 0:
             raise ConfigError("calibrate_bn: the loader yielded no batch")
+        world = dist_utils.current().world_size
+        if world > 1:  # data-parallel calibration: every rank ends with the mean of the ranks' statistics
+            for mean, var, count in stats.values():
+                for t in (mean, var):
+                    dist_utils.all_reduce_sum(t).div_(world)
+                dist_utils.all_reduce_sum(count)
         self._stats = (self._key(widths), stats)
 
     # ---- the pruned network -----------------------------------------------------------------------------------
