@@ -169,7 +169,10 @@ def test_stochastic_depth_and_torchvision_blocks():
     assert predicted == after < before
 
 
-def test_mean_over_channels_pins():
+@pytest.mark.parametrize("op", ["amax", "mean"])
+def test_reduction_over_channels_pins(op):
+    """A max over the channels, or a mean that drops the channel dim, pins them (a mean kept as a size-1 dim:
+    see the next test)."""
     class Net(nn.Module):
         def __init__(self):
             super().__init__()
@@ -178,7 +181,58 @@ def test_mean_over_channels_pins():
 
         def forward(self, x):
             x = self.a(x)
-            return self.b(x.mean(1, keepdim=True))
+            return self.b(x.amax(1, keepdim=True) if op == "amax" else x.mean(1)[:, None])
 
     g = DependencyGraph(Net().eval(), X)
-    assert not g["a.0"].prunable and "mean" in g["a.0"].reason
+    assert not g["a.0"].prunable and op in g["a.0"].reason
+
+
+def test_channel_statistic_broadcast_back_is_prunable_inexact():
+    """ConvNeXt-V2's global response norm: a spatial L2 norm, divided by its mean over the channels (kept as a
+    size-1 dim and broadcast back), per-channel weight and bias: any width works; the mean shifts (inexact)."""
+    class GRN(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.rand(c)), nn.Parameter(torch.rand(c))
+
+        def forward(self, x):  # channels last
+            g = x.norm(p=2, dim=(1, 2), keepdim=True)
+            n = g / (g.mean(dim=-1, keepdim=True) + 1e-6)
+            return x + torch.addcmul(self.bias.view(1, 1, 1, -1), self.weight.view(1, 1, 1, -1), x * n)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 8, 3, padding=1)
+            self.fc1, self.grn, self.fc2 = nn.Linear(8, 16), GRN(16), nn.Linear(16, 8)
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            y = self.a(x).permute(0, 2, 3, 1)
+            y = y + self.fc2(self.grn(F.gelu(self.fc1(y))))
+            return self.head(y.mean((1, 2)))
+
+    torch.manual_seed(0)
+    model = Net().eval()
+    g = DependencyGraph(model, X)
+    assert g["fc1"].prunable and not g["fc1"].exact and g["a"].prunable and g["a"].exact
+    bit_identical_when_nothing_pruned(Net().eval(), X)
+    apply_widths(g, {"fc1": 6})
+    assert model.grn.weight.shape == (6,) and model.fc2.in_features == 6 and model(X).shape == (2, 5)
+
+
+def test_groupnorm_subclass_with_one_group_is_prunable():
+    """A GroupNorm subclass whose forward calls F.group_norm with its one group (fx traces through it)."""
+    class GroupNorm1(nn.GroupNorm):
+        def __init__(self, c):
+            super().__init__(1, c)
+
+        def forward(self, x):
+            return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), GroupNorm1(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    g = DependencyGraph(model, X)
+    assert g["0"].prunable and not g["0"].exact
+    apply_widths(g, {"0": 5})
+    assert (model[1].num_channels, model[1].weight.shape, model[3].in_channels) == (5, (5,), 5)
+    assert model(X).shape == (2, 4, 14, 14)

@@ -80,6 +80,10 @@ class Core:
         """The core after removing every class where ``kept`` (shape ``(K,)``) is False."""
         new_id = np.cumsum(kept) - 1
         for m in self.members:
+            if m.pieces is not None:
+                m.pieces = m.pieces[kept[m.cls]]
+            if m.source is not None:
+                m.source = new_id[m.source[kept[m.source]]]
             m.cls = new_id[m.cls[kept[m.cls]]]
         for r in self.records:
             r.in_cls = new_id[r.in_cls[kept[r.in_cls]]] if r.in_cls is not None else None
@@ -206,6 +210,31 @@ class Builder:
             self.tie(rec["ids"], ids)
             rec["producer"] |= producer
 
+    def add_sizes_member(self, ids: Ids, pieces: np.ndarray, *, module: nn.Module, name: str, attr: str) -> None:
+        """Register the split-sizes attribute ``name.attr`` whose pieces hold ``ids`` (``pieces``: the piece of
+        each position); a second split by the same attribute ties the two."""
+        key = ("sizes", name, attr)
+        rec = self.members.get(key)
+        if rec is not None:
+            if rec["ids"].shape == ids.shape and np.array_equal(rec["pieces"], pieces):
+                self.tie(rec["ids"], ids)
+            else:
+                self.pin(ids, f"split sizes '{name}.{attr}' used on tensors of other sizes")
+                self.pin(rec["ids"], f"split sizes '{name}.{attr}' used on tensors of other sizes")
+            return
+        self.members[key] = dict(ids=ids, module=module, attr=attr, dim=0, name=name, role="sizes",
+                                 producer=False, kind="sizes", pieces=np.asarray(pieces, dtype=np.int64))
+
+    def add_index_member(self, ids: Ids, source: Ids, *, module: nn.Module, name: str, attr: str) -> bool:
+        """Register the channel-index tensor ``name.attr`` (positions carry ``ids``; its values index a dim
+        carrying ``source``). False if it is already used elsewhere (the caller then pins)."""
+        key = ("index", name, attr)
+        if key in self.members:
+            return False
+        self.members[key] = dict(ids=ids, module=module, attr=attr, dim=0, name=name, role="index",
+                                 producer=False, kind="index", source=source)
+        return True
+
     def fixed_member(self, key: tuple, reason: str) -> None:
         """A layer dimension that one call site cannot change (e.g. a shared layer also applied to a fixed
         tensor): its ids are pinned at the end."""
@@ -314,7 +343,8 @@ class Builder:
         for key, rec in self.members.items():
             members.append(Member(key=key, name=rec["name"], kind=rec["kind"], role=rec["role"],
                                   module=rec["module"], attr=rec["attr"], dim=rec["dim"], producer=rec["producer"],
-                                  cls=cls_of_id[rec["ids"]]))
+                                  cls=cls_of_id[rec["ids"]], pieces=rec.get("pieces"),
+                                  source=cls_of_id[rec["source"]] if "source" in rec else None))
         for msg in self.warnings:
             warnings.warn(msg, stacklevel=3)
         records = []

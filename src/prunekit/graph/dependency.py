@@ -14,7 +14,7 @@ from prunekit.errors import ConfigError
 from prunekit.graph.analytic import AnalyticCost
 from prunekit.graph.builder import Core
 from prunekit.graph.group import ChannelGroup, GroupMember
-from prunekit.graph.plan import LayerResize, PruningPlan, TensorSlice
+from prunekit.graph.plan import LayerResize, PruningPlan, SetAttr, TensorSlice
 from prunekit.graph.surgery import surgery_for
 from prunekit.graph.trace import analyse
 
@@ -366,7 +366,20 @@ class DependencyGraph:
             if mask.all():
                 continue
             idx = torch.from_numpy(np.flatnonzero(mask))
-            if m.kind == "module":
+            if m.kind == "index":
+                old = getattr(m.module, m.attr)
+                renumber = torch.from_numpy(np.cumsum(kept[m.source]) - 1).to(old.device)
+                plan.ops.append(SetAttr(m.name, m.attr, renumber[old[idx.to(old.device)]].to(old.dtype)))
+            elif m.kind == "sizes":
+                old = getattr(m.module, m.attr)
+                n_pieces = len(old) if isinstance(old, (list, tuple)) else int(m.pieces.max()) + 1
+                counts = np.bincount(m.pieces[mask], minlength=n_pieces).tolist()
+                if isinstance(old, int):  # equal pieces of size ``old``: all keep the same count
+                    value = counts[0]
+                else:
+                    value = type(old)(counts) if isinstance(old, (list, tuple)) else counts
+                plan.ops.append(SetAttr(m.name, m.attr, value))
+            elif m.kind == "module":
                 h = surgery_for(m.module)
                 if h is None:  # pragma: no cover - rules only create members for handled types
                     raise AssertionError(f"no surgery for {type(m.module).__name__}")

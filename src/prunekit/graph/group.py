@@ -27,6 +27,11 @@ class Member:
     ``normalized_shape``); for parameters ``"dim<d>"``. ``module`` is the layer, or the parameter's owner module
     (``attr`` then names the parameter). ``producer``: True for the output channels of a conv/linear layer.
     ``size``: the number of positions along the dimension (the member's current width).
+    ``kind="sizes"``: a list of split sizes stored on ``module`` as attribute ``attr`` (``torch.split(x,
+    self.splits)``); ``pieces[k]`` is the piece position ``k`` falls in, and surgery sets the attribute to the
+    kept count of each piece. ``kind="index"``: an index tensor ``module.attr`` (``index_select`` of channels,
+    CondenseNet's converted layers): position ``k`` gathers a channel of the indexed dim, whose classes are
+    ``source``; surgery keeps the positions of kept channels and renumbers their values.
     """
 
     key: tuple
@@ -38,6 +43,8 @@ class Member:
     dim: int
     producer: bool
     cls: np.ndarray = field(repr=False)  # channel class (internal id) of each position
+    pieces: np.ndarray | None = field(default=None, repr=False)  # kind "sizes": piece index of each position
+    source: np.ndarray | None = field(default=None, repr=False)  # kind "index": classes of the indexed dim
 
     @property
     def size(self) -> int:
@@ -50,6 +57,10 @@ class Member:
     def describe(self) -> str:
         if self.kind == "param":
             return f"{self.name}[dim {self.dim}]"
+        if self.kind == "sizes":
+            return f"{self.name}.{self.attr} (split sizes)"
+        if self.kind == "index":
+            return f"{self.name}.{self.attr} (channel index)"
         return f"{self.name} ({self.layer_type}, {self.role})"
 
 

@@ -51,6 +51,15 @@ class LayerResize:
     size: int
 
 
+@dataclass(frozen=True)
+class SetAttr:
+    """Set attribute ``module.attr`` to ``value`` (split sizes: a list of ints; a renumbered index buffer)."""
+
+    module: str
+    attr: str
+    value: Any
+
+
 @dataclass
 class PruningPlan:
     """What one pruning step keeps. ``widths``: every group's width after the step; ``keep``: kept channel
@@ -59,7 +68,7 @@ class PruningPlan:
 
     widths: dict[str, int]
     keep: dict[str, torch.Tensor]
-    ops: list[TensorSlice | LayerResize | str] = field(default_factory=list)
+    ops: list[TensorSlice | LayerResize | SetAttr | str] = field(default_factory=list)
     finish: list[str] = field(default_factory=list)
     kept_classes: np.ndarray | None = field(default=None, repr=False)  # the source graph's class mask
 
@@ -107,6 +116,8 @@ class PruningPlan:
             elif isinstance(op, LayerResize):
                 m = modules(op.module)
                 surgery_for(m).resize(m, op.role, op.size)
+            elif isinstance(op, SetAttr):
+                setattr(modules(op.module), op.attr, copy.copy(op.value))
             else:
                 m = modules(op)
                 h = surgery_for(m)
@@ -185,6 +196,11 @@ class PruningPlan:
                     m = modules(op.module)
                     remember(m)
                     surgery_for(m).resize(m, op.role, op.size)
+                elif isinstance(op, SetAttr):
+                    m = modules(op.module)
+                    where, old = current(m, op.attr)
+                    saved_tensors.append((m, op.attr, where, old))
+                    put(m, op.attr, where, copy.copy(op.value))
                 else:
                     m = modules(op)
                     remember(m)

@@ -65,11 +65,15 @@ class ConvSurgery(LayerSurgery):
     def params(self, m, role):
         if role == "out":
             return [("weight", 0), ("bias", 0)]
+        if role == "in_shared":  # the same in-group positions of every conv group
+            return [("weight", 1)]
         return [("weight", 1)] if m.groups == 1 else []
 
     def resize(self, m, role, n):
         if role == "out":
             m.out_channels = n
+        elif role == "in_shared":
+            m.in_channels = n * m.groups
         else:
             m.in_channels = n
 
@@ -155,6 +159,10 @@ class GroupNormSurgery(LayerSurgery):
             per_group = m.num_channels // m.num_groups
             m.num_groups = n // per_group
         m.num_channels = n
+
+    def sync(self, m):  # a subclass calling F.group_norm on its own parameters (one group)
+        if m.weight is not None:
+            m.num_channels = m.weight.shape[0]
 
 
 @register_surgery

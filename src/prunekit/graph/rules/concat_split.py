@@ -98,7 +98,10 @@ def chunk(b: Builder, call: Call):
 @function_rule(torch.split, getattr(torch, "tensor_split", None))
 @method_rule("split", "split_with_sizes", "tensor_split")
 def split(b: Builder, call: Call):
-    """``split`` takes literal sizes: a split channel dim is pinned (unless it is not split at all)."""
+    """``split`` of a channel dim into sizes read from a list attribute of the calling module
+    (``torch.split(x, self.splits, 1)``, MixNet's mixed kernels): each piece is pruned on its own and surgery
+    rewrites the attribute with the kept counts. Other literal sizes pin the split channel dim (unless it is not
+    split at all)."""
     x, lab = call.arg(0, "input", call.kwargs.get("tensor")), call.lab(0, "input") or call.lkwargs.get("tensor")
     outs = call.out
     if not lab:
@@ -108,8 +111,54 @@ def split(b: Builder, call: Call):
     if d in lab:
         if len(outs) == 1:
             return (lab,)
+        sizes = [int(o.shape[d]) for o in outs]
+        owner = _sizes_owner(b, call, sizes) if call.node.target != "tensor_split" \
+            and call.node.target is not getattr(torch, "tensor_split", None) else None
+        if owner is not None and owner[3]:  # equal pieces of an int size: position k of every piece is one channel
+            name, module, attr, _ = owner
+            arr = lab[d].reshape(len(sizes), -1)
+            b.tie(np.tile(arr[0], len(sizes) - 1), arr[1:].reshape(-1))
+            b.add_sizes_member(lab[d], np.repeat(np.arange(len(sizes)), sizes), module=module, name=name,
+                               attr=attr)
+            return tuple({**rest, d: np.ascontiguousarray(arr[i])} for i in range(len(sizes)))
+        if owner is not None:
+            name, module, attr, _ = owner
+            pieces = np.repeat(np.arange(len(sizes)), sizes)
+            b.add_sizes_member(lab[d], pieces, module=module, name=name, attr=attr)
+            bounds = np.cumsum([0, *sizes])
+            return tuple({**rest, d: lab[d][bounds[i]:bounds[i + 1]]} for i in range(len(sizes)))
         b.pin(lab[d], f"split of a channel dim into literal sizes in '{call.where}'")
     return tuple(dict(rest) or None for _ in outs)
+
+
+def _sizes_owner(b: Builder, call: Call, sizes: list[int]):
+    """``(qualified name, module, attribute, equal)`` of the attribute of the calling module that holds the split
+    sizes passed as a literal: a list equal to ``sizes``, or an int equal to the size of every (equal) piece
+    (``equal`` True: Res2Net's ``split(x, self.width, 1)``); None if there is no single such attribute or the
+    sizes are computed in the code."""
+    raw = call.raw(1, "split_size_or_sections", call.node.kwargs.get("split_size", call.node.kwargs.get(
+        "split_sizes")))
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if any(s != raw for s in sizes):
+            return None
+
+        def match(v):
+            return isinstance(v, int) and not isinstance(v, bool) and v == raw
+    elif isinstance(raw, (list, tuple)) and all(isinstance(v, int) for v in raw) and list(raw) == sizes:
+        def match(v):
+            return isinstance(v, (list, tuple)) and len(v) == len(sizes) and all(
+                isinstance(i, int) and not isinstance(i, bool) for i in v) and list(v) == sizes
+    else:
+        return None
+    name = call.where
+    if name == "(root)":
+        name = ""
+    try:
+        module = b.module(name) if name else b.model
+    except KeyError:
+        return None
+    found = [k for k, v in vars(module).items() if not k.startswith("_") and match(v)]
+    return (name, module, found[0], isinstance(raw, int)) if len(found) == 1 else None
 
 
 @function_rule(torch.unbind)

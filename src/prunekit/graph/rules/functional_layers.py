@@ -160,9 +160,17 @@ def f_layer_norm(b: Builder, call: Call):
 
 @function_rule(F.group_norm)
 def f_group_norm(b: Builder, call: Call):
-    """``F.group_norm`` outside ``nn.GroupNorm`` (a custom forward): ``num_groups`` is a literal, channels pin."""
+    """``F.group_norm`` outside ``nn.GroupNorm`` (a custom forward, e.g. a GroupNorm subclass): ``num_groups``
+    is a literal. With one group the statistics run over all channels whatever their number, so any width
+    works (inexact, as LayerNorm); with more groups the channels pin."""
     lab = call.lab(0, "input")
-    if lab and 1 in lab:
-        b.pin(lab[1], f"group_norm with a literal num_groups in '{call.where}'")
+    ids = lab.get(1) if lab else None
+    if call.arg(1, "num_groups") == 1:
+        if ids is not None:
+            b.mark_inexact(ids)
+        _tie_params(b, call, ids, [(2, "weight"), (3, "bias")])
+        return lab
+    if ids is not None:
+        b.pin(ids, f"group_norm with a literal num_groups in '{call.where}'")
     _tie_params(b, call, None, [(2, "weight"), (3, "bias")])
     return lab

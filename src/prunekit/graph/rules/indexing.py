@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import operator
 
+import torch
+import torch.fx
+
 from prunekit.graph.builder import Builder
-from prunekit.graph.rules.registry import Call, Labels, function_rule, is_tensor, unknown_rule
+from prunekit.graph.rules.registry import (Call, Labels, function_rule, is_tensor, method_rule, norm_dim,
+                                           unknown_rule)
 
 
 @function_rule(operator.getitem)
@@ -59,3 +63,33 @@ def index_labels(b: Builder, call: Call, x, lab: Labels, idx):
         if d in lab:
             out[d_out + d - d_in] = lab[d]
     return out or None
+
+
+@function_rule(torch.index_select)
+@method_rule("index_select")
+def index_select(b: Builder, call: Call):
+    """``index_select(x, dim, index)`` with ``index`` a buffer or parameter of a module (a constant gather, as
+    in CondenseNet's converted layers): output position ``k`` carries the channel ``index[k]``; pruning keeps
+    the positions of kept channels and renumbers the index. A computed index pins the channels."""
+    x, lab = call.arg(0, "input"), call.lab(0, "input")
+    if not lab:
+        return None
+    d = norm_dim(call.arg(1, "dim"), x.ndim)
+    out = {k: v for k, v in lab.items() if k != d}
+    if d not in lab:
+        return out or None
+    raw = call.raw(2, "index")
+    name = raw.target if isinstance(raw, torch.fx.Node) and raw.op == "get_attr" else None
+    owner = b.param_owners.get(name) if name is not None else None
+    value = getattr(b.module(owner[0]) if owner[0] else b.model, owner[1], None) if owner else None
+    if not (isinstance(value, torch.Tensor) and value.ndim == 1 and not value.is_floating_point()
+            and not value.is_meta):
+        b.pin(lab[d], f"index_select with a computed index in '{call.where}'")
+        return out or None
+    ids = lab[d][value.detach().cpu().numpy()]
+    if not b.add_index_member(ids, lab[d], module=b.module(owner[0]) if owner[0] else b.model, name=owner[0],
+                              attr=owner[1]):
+        b.pin(lab[d], f"index tensor '{name}' used by several index_select calls in '{call.where}'")
+        return out or None
+    out[d] = ids
+    return out

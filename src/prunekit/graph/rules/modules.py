@@ -29,7 +29,11 @@ def _tie_conv_groups(b: Builder, in_ids, out_ids, groups: int) -> None:
 
 @module_rule(*_CONV, *_CONV_T)
 def conv(b: Builder, call: Call) -> Labels:
-    """Conv / ConvTranspose: input channels end here (consumer), output channels start here (producer)."""
+    """Conv / ConvTranspose: input channels end here (consumer), output channels start here (producer).
+
+    A grouped conv with a prunable input loses whole conv groups when it has at least as many groups as
+    channels per group (depthwise, ResNeXt); with fewer, wider groups it keeps its groups and removes the same
+    in-group positions from each (role ``in_shared``: the per-group input width shrinks)."""
     m, name = call.module, call.name
     x, lab = call.arg(0, "input"), call.lab(0, "input") or {}
     transposed = isinstance(m, _CONV_T)
@@ -45,7 +49,14 @@ def conv(b: Builder, call: Call) -> Labels:
     in_key = ("module", name, "in")
     in_ids = lab.get(cdim)
     g = m.groups
-    if in_ids is not None:
+    shared = in_ids is not None and g > 1 and not transposed and g < in_ids.shape[0] // g
+    if shared:  # few wide conv groups (ResNeSt's radix groups): keep them, shrink every one alike
+        ins, outs = in_ids.reshape(g, -1), out_ids.reshape(g, -1)
+        b.tie(np.tile(ins[0], g - 1), ins[1:].reshape(-1))
+        b.tie(np.tile(outs[0], g - 1), outs[1:].reshape(-1))
+        in_key = ("module", name, "in_shared")
+        b.add_member(in_key, np.ascontiguousarray(ins[0]), module=m, dim=1, name=name, role="in_shared")
+    elif in_ids is not None:
         b.add_member(in_key, in_ids, module=m, dim=0 if transposed else 1, name=name, role="in")
         if g > 1:
             _tie_conv_groups(b, in_ids, out_ids, g)
@@ -62,7 +73,9 @@ def conv(b: Builder, call: Call) -> Labels:
     in_f = in_key if in_ids is not None else None
     if not transposed:
         rows = call.out.numel() // (n * m.out_channels)
-        if g == 1:
+        if shared:
+            b.add_layer(name, rows * kk, ("module", name, "out"), in_key)
+        elif g == 1:
             b.add_layer(name, rows * kk * (1 if in_f else m.in_channels), ("module", name, "out"), in_f)
         else:
             b.add_layer(name, rows * kk * (m.in_channels // g), ("module", name, "out"), None)

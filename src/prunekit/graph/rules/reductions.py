@@ -12,6 +12,10 @@ from prunekit.graph.rules.registry import (Call, Labels, broadcast, function_rul
 
 
 _SUMLIKE = {"sum", "nansum", "norm"}
+# statistics that, kept as a size-1 dim (keepdim=True), can only be broadcast back over the channels they
+# summarise (ConvNeXt-V2's global response norm divides by a mean over channels): any width works, and removing
+# channels shifts the statistic slightly, as for LayerNorm (the channels are marked inexact, not pinned)
+_STATISTICS = {"mean", "nanmean", "var", "std"}
 
 
 def _reduce_dims(arg, ndim: int) -> list[int]:
@@ -37,7 +41,10 @@ def _reduction(kind: str):
         dims = _reduce_dims(dim, x.ndim)
         for d in dims:
             if d in lab and kind not in _SUMLIKE:
-                b.pin(lab[d], f"{kind} over a channel dim in '{call.where}'")
+                if keepdim and kind in _STATISTICS:
+                    b.mark_inexact(lab[d])
+                else:
+                    b.pin(lab[d], f"{kind} over a channel dim in '{call.where}'")
         if keepdim:
             out = {d: ids for d, ids in lab.items() if d not in dims}
         else:
