@@ -285,3 +285,17 @@ def test_cli_end_to_end_on_digits(tmp_path):
                   "-o", str(tmp_path / "bad"), timeout=120)
     assert bad.returncode == 2 and "target_macs" in bad.stderr and "Traceback" not in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in (Path(__file__).parents[1] / "recipes" / "metapruning")
+                                          .glob("*.yaml")))
+def test_recipes_parse(recipe):
+    import yaml
+
+    from prunekit.app.recipes import method_config
+    from prunekit.methods import get_method
+
+    rc = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "metapruning" / recipe).read_text())
+    cfg = method_config(get_method("metapruning"), rc)
+    assert rc["method"] == "metapruning" and cfg.target_macs is not None and cfg.retrain is not None
+    assert cfg.pruningnet.label_smoothing == 0.1 and cfg.population >= cfg.mutations + cfg.crossovers
