@@ -299,3 +299,17 @@ def test_recipes_parse(recipe):
     cfg = method_config(get_method("metapruning"), rc)
     assert rc["method"] == "metapruning" and cfg.target_macs is not None and cfg.retrain is not None
     assert cfg.pruningnet.label_smoothing == 0.1 and cfg.population >= cfg.mutations + cfg.crossovers
+
+
+def test_latency_budget_searches_inside_the_table_window(digits, tmp_path):
+    cfg = _config(target_latency=0.95, target_macs=None, window=0.15, round_to=4, lut_check=0, clock="cpu",
+                  lut_cache=str(tmp_path / "lut"), pruningnet=TrainConfig(epochs=1, lr=0.05, progress=False),
+                  gate=False, iterations=1, retrain=None, random_control=False)
+    res = MetaPruning(cfg).run(create("smallcnn", num_classes=10), digits, tmp_path / "run", latency=False)
+    space = res.details["space"]
+    assert space["resource"] == "latency" and space["window"][0] <= res.details["search"]["cost"] <= space["window"][1]
+    assert all(w % 4 == 0 or w == 64 for w in res.details["search"]["widths"].values())
+    with pytest.raises(ConfigError, match="round_to >= 4"):
+        MetaPruningConfig(target_latency=0.5)
+    with pytest.raises(ConfigError, match="exactly one"):
+        MetaPruningConfig(target_latency=0.5, target_macs=0.5, round_to=8)

@@ -42,6 +42,7 @@ from prunekit.cost import MacsCost, ParamsCost
 from prunekit.errors import ConfigError, check_range
 from prunekit.graph import DependencyGraph
 from prunekit.methods.base import Method, MethodRun, register_method
+from prunekit.methods.resources import latency_backend, latency_table
 from prunekit.methods.pruningnet import PruningNet, classifier_groups, no_cudnn_benchmark
 from prunekit.planning import EvolutionConfig, EvolutionarySearch, WidthSpace, random_search, width_levels
 from prunekit.train import Callback, TrainConfig, evaluate
@@ -66,8 +67,15 @@ class MetaPruningConfig:
     """MetaPruning options (upstream defaults where upstream has one).
 
     ``target_macs``: the budget as a fraction of the full network's MACs (this or ``target_params``).
-    ``target_params``: the budget as a fraction of its parameters. ``window``: candidates must cost between
-    target - window and target (fractions of the full network; upstream's ResNet-50 window is ±2.5 % of 2.0 G).
+    ``target_params``: the budget as a fraction of its parameters. ``target_latency``: the budget as a fraction of
+    its latency on ``platform``, predicted by a latency look-up table measured there (NetAdapt's; needs
+    ``round_to`` >= 4: the table holds every width of that grid). ``platform``: where latency is measured: cpu
+    (torch eager, pinned threads) | onnxruntime | cuda (CUDA graphs). ``latency_batch``: batch size of the
+    measurements (default 1 on the CPU targets, 128 on cuda). ``threads``: CPU threads of the measurements.
+    ``clock``: wall or cpu (process CPU time, torch CPU only). ``lut_cache``: folder of the table cache (default
+    ~/.cache/prunekit/lut). ``lut_check``: random configurations in the table's error report. ``window``:
+    candidates must cost between target - window and target (fractions of the full network; upstream's ResNet-50
+    window is ±2.5 % of 2.0 G).
     ``levels``: low, high, step of the width levels (fractions of a group kept; 31 levels by default).
     ``hidden``: generator width (upstream 32; 64 for MobileNetV2). ``fixed_groups``: groups held at full width
     (default: the classifier's input group). ``round_to``: channel grid of every width. ``min_channels``: the
@@ -89,6 +97,13 @@ class MetaPruningConfig:
 
     target_macs: float | None = None
     target_params: float | None = None
+    target_latency: float | None = None
+    platform: Literal["cpu", "onnxruntime", "cuda"] = "cpu"
+    latency_batch: int | None = None
+    threads: int = 1
+    clock: Literal["wall", "cpu"] = "wall"
+    lut_cache: str | None = None
+    lut_check: int = 20
     window: float = 0.025
     levels: tuple[float, float, float] = (0.10, 1.00, 0.03)
     hidden: int = 32
@@ -117,10 +132,18 @@ class MetaPruningConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        given = [k for k in ("target_macs", "target_params") if getattr(self, k) is not None]
+        given = [k for k in ("target_macs", "target_params", "target_latency") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ConfigError("MetaPruning needs exactly one of target_macs= / target_params= (the fraction of the "
-                              "full network's MACs / parameters the searched network may keep)")
+            raise ConfigError("MetaPruning needs exactly one of target_macs= / target_params= / target_latency= (the "
+                              "fraction of the full network's MACs / parameters / latency the searched network may "
+                              "keep)")
+        if self.target_latency is not None and self.round_to < 4:
+            raise ConfigError(f"target_latency needs round_to >= 4 (got {self.round_to}): the latency table measures "
+                              "every width on that grid")
+        if self.platform not in ("cpu", "onnxruntime", "cuda"):
+            raise ConfigError(f"platform={self.platform!r} must be cpu, onnxruntime or cuda")
+        if self.clock not in ("wall", "cpu"):
+            raise ConfigError(f"clock={self.clock!r} must be 'wall' or 'cpu'")
         check_range(given[0], getattr(self, given[0]), 0, 1, low_open=True, high_open=True)
         check_range("window", self.window, 0, getattr(self, given[0]))
         if len(tuple(self.levels)) != 3:
@@ -145,11 +168,11 @@ class MetaPruningConfig:
 
     @property
     def resource(self) -> str:
-        return "macs" if self.target_macs is not None else "params"
+        return next(k for k in ("macs", "params", "latency") if getattr(self, f"target_{k}") is not None)
 
     @property
     def target(self) -> float:
-        return float(self.target_macs if self.target_macs is not None else self.target_params)
+        return float(getattr(self, f"target_{self.resource}"))
 
     def evolution(self) -> EvolutionConfig:
         return EvolutionConfig(population=self.population, select=self.select, parents=self.parents,
@@ -234,8 +257,19 @@ class MetaPruning(Method):
         width_space(run.graph0, self.config)
 
     # ---- pieces ---------------------------------------------------------------------------------------------
-    def cost(self, graph: DependencyGraph):
-        return MacsCost(graph) if self.config.resource == "macs" else ParamsCost(graph)
+    def cost(self, run: MethodRun, model: nn.Module, graph: DependencyGraph):
+        """The resource model of the budget: analytic MACs / params, or the measured latency table."""
+        c = self.config
+        if c.resource == "macs":
+            return MacsCost(graph)
+        if c.resource == "params":
+            return ParamsCost(graph)
+        backend = latency_backend(run, c.platform, batch=c.latency_batch, dtype=None, threads=c.threads,
+                                  clock=c.clock)
+        table, metrics = latency_table(run, model, backend, round_to=c.round_to, min_channels=c.min_channels,
+                                       cache_dir=c.lut_cache, check=c.lut_check)
+        run.details["lut"] = {k: v for k, v in metrics.items() if k != "table"}
+        return table
 
     def fitness(self, run: MethodRun, net: PruningNet, space: WidthSpace):
         """Validation top-1 of each candidate's generated weights after BatchNorm recalibration (the same
@@ -280,7 +314,7 @@ class MetaPruning(Method):
         c = self.config
         graph = run.graph0
         space = width_space(graph, c)
-        cost = self.cost(graph)
+        cost = self.cost(run, model, graph)
         full = float(cost(graph.widths()))
         window = ((c.target - c.window) * full, c.target * full)
         run.details["space"] = {"genes": len(space.groups), "levels": len(space.levels),
