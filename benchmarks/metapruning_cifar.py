@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--pruningnet-epochs", type=int, default=None, help="override the protocol's (30 CPU, 40 GPU)")
     ap.add_argument("--retrain-epochs", type=int, default=None, help="override the protocol's (30)")
     ap.add_argument("--gpu", action="store_true")
-    ap.add_argument("--smoke", action="store_true", help="tiny settings (mechanics only; nothing is recorded)")
+    ap.add_argument("--smoke", action="store_true", help="tiny settings (mechanics only): metapruning-smoke.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     P = protocol(args)
@@ -107,9 +107,6 @@ def main() -> None:
                                                               "batch")}})
     result = MetaPruning(cfg).run(model, data, args.output, device=P["device"], log=log, latency=not args.gpu,
                                   info=info)
-    if args.smoke:
-        log("smoke run done (nothing recorded)")
-        return
     d = result.details
     stages = {r.name: round(r.seconds, 1) for r in result.stages}
     arms = d.get("arms", {})
