@@ -313,3 +313,37 @@ def test_latency_budget_searches_inside_the_table_window(digits, tmp_path):
         MetaPruningConfig(target_latency=0.5)
     with pytest.raises(ConfigError, match="exactly one"):
         MetaPruningConfig(target_latency=0.5, target_macs=0.5, round_to=8)
+
+
+def test_pruningnet_training_resumes_exactly(tmp_path):
+    import signal
+
+    from _toy import ToyLoader
+    from prunekit.train import Callback, Trainer
+    from prunekit.train.trainer import TrainingInterrupted
+
+    def build():
+        torch.manual_seed(0)
+        model = create("smallcnn", num_classes=4, in_channels=3)
+        graph = DependencyGraph(model, torch.randn(2, 3, 8, 8))
+        net = PruningNet(model, graph, hidden=4)
+        return net, width_space(graph, MetaPruningConfig(target_macs=0.5))
+
+    class SigtermAt(Callback):
+        def on_step_end(self, trainer):
+            if trainer.global_step == 7:
+                signal.raise_signal(signal.SIGTERM)
+
+    def fit(net, space, folder, extra=()):
+        cfg = TrainConfig(epochs=2, lr=0.05, schedule="cosine", progress=False, checkpoint_dir=folder, resume=True)
+        Trainer(net, ToyLoader(batch_size=8), None, config=cfg, callbacks=[SampleWidths(net, space), *extra]).fit()
+
+    whole, space = build()
+    fit(whole, space, tmp_path / "a")
+    killed, space = build()
+    with pytest.raises(TrainingInterrupted):
+        fit(killed, space, tmp_path / "b", [SigtermAt()])
+    resumed, space = build()
+    fit(resumed, space, tmp_path / "b")
+    for (k, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
