@@ -118,7 +118,7 @@ def test_leaf_modules_must_be_types_or_names():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("timm") is None, reason="timm is not installed")
-def test_timm_tf_efficientnet_works_out_of_the_box():
+def test_timm_tf_efficientnet_works_out_of_the_box(tmp_path):
     import timm
 
     torch.manual_seed(0)
@@ -129,5 +129,10 @@ def test_timm_tf_efficientnet_works_out_of_the_box():
     assert graph.coverage().ratio > 0.9
     macs = graph.macs()
     prunekit.prune(model, x, ratio=0.3)
-    assert model(x).shape == (1, 10)
     assert prunekit.count(model, x).macs < 0.75 * macs
+    with torch.no_grad():
+        y = model(x)
+        assert y.shape == (1, 10)
+        loaded = prunekit.load(prunekit.save(model, tmp_path / "m.safetensors", example_inputs=x))
+        assert torch.equal(loaded(x), y)
+        assert type(loaded.conv_stem).__name__ == "Conv2dSame"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -65,8 +66,10 @@ def _resolve(name: str) -> type | None:
 
 
 def _resolve_all() -> None:
+    """Resolve the types registered by import path whose package is imported (a model can only hold layers of
+    an imported package; the loader resolves the others by name, importing them)."""
     for name, entry in list(_REGISTRY.items()):
-        if entry.cls is None and not entry.tried:
+        if entry.cls is None and not entry.tried and name.partition(".")[0] in sys.modules:
             _resolve(name)
 
 
@@ -314,5 +317,13 @@ def _register_torchvision() -> None:
     register_module_spec("torchvision.models.convnext.LayerNorm2d", _layer_norm)
 
 
+def _register_timm() -> None:
+    # TensorFlow "same" padding computed in forward from the input's size (fx cannot trace it): kept whole
+    register_module_spec("timm.layers.conv2d_same.Conv2dSame",
+                         _with(attrs("in_channels", "out_channels", "kernel_size", "stride", "dilation", "groups"),
+                               bias=_has_bias))
+
+
 _register_torch_nn()
 _register_torchvision()
+_register_timm()
