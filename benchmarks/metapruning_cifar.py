@@ -6,12 +6,12 @@ CPU protocol (issue 12, "Verification on these CPUs"; a REDUCED run)::
 
 Real CIFAR-10 downsampled to 16×16 at load (train 10k, val 2k held out of the training set, the full 10k test set),
 ``resnet20`` from scratch, budget 30 % of the MACs (candidates in [27.5 %, 30 %]); PruningNet 30 epochs (batch 128,
-lr 0.1 cosine, wd 1e-4, label smoothing 0.1); a reduced search: population 16 (top 16 kept, 4 parents, 6
-mutations, 6 crossovers), 6 iterations, 10 recalibration batches per candidate, fitness on the validation split;
+lr 0.1 cosine, wd 1e-4, label smoothing 0.1); a reduced search: population 32 (top 32 kept, 8 parents, 12
+mutations, 12 crossovers), 8 iterations, 10 recalibration batches per candidate, fitness on the validation split;
 the random control scores as many random candidates of the window. Retrained from scratch, same recipe and data
 order (30 epochs, lr 0.1 cosine, nesterov, wd 5e-4, label smoothing 0.1): the winner and the uniform multiplier at
 equal or higher MACs, ``--seeds`` seeds each (the random control's best with ``--retrain-random``).
-``--pruningnet-epochs`` / ``--retrain-epochs`` shorten the two trainings (the committed CPU record used 24 and 12:
+``--pruningnet-epochs`` / ``--retrain-epochs`` shorten the two trainings (the committed CPU record used 24 and 16:
 the machine was shared with three other jobs). Success =
 winner − uniform > pooled std of the test top-1; else the record says "inconclusive at this scale".
 
@@ -54,8 +54,8 @@ def protocol(args) -> dict:
                     crossovers=25, iterations=10, recal_batches=20, retrain_epochs=30, retrain_lr=0.4,
                     name="metapruning-resnet56-cifar10-gpu")
     p = dict(model="resnet20", device="cpu", image_size=16, train_subset=10_000, val_split=0.04, batch=128,
-             precision="auto", pn_epochs=30, pn_lr=0.1, population=16, select=16, parents=4, mutations=6,
-             crossovers=6, iterations=6, recal_batches=10, retrain_epochs=30, retrain_lr=0.1,
+             precision="auto", pn_epochs=30, pn_lr=0.1, population=32, select=32, parents=8, mutations=12,
+             crossovers=12, iterations=8, recal_batches=10, retrain_epochs=30, retrain_lr=0.1,
              name="metapruning-resnet20-cifar10-16px-cpu")
     if args.smoke:
         p.update(train_subset=1000, pn_epochs=1, population=6, select=6, parents=3, mutations=2, crossovers=2,
