@@ -26,12 +26,10 @@ def latency_table(run: MethodRun, model: nn.Module, backend, *, round_to: int, m
     built in the json stage ``stage``; ``check`` random configurations go into its error report. Returns the
     table and the stage metrics (``table``, and ``check`` when asked)."""
     graph = run.graph(copy.deepcopy(model).cpu().eval())
-    holder: dict[str, LatencyTable] = {}
 
     def build(_m: nn.Module) -> dict[str, Any]:
         table = LatencyTable(graph, backend, round_to=round_to, min_channels=min_channels, cache_dir=cache_dir,
                              progress=progress, log=run.log)
-        holder["table"] = table
         out: dict[str, Any] = {"table": table.to_dict()}
         if check:
             report = table.check(check, seed=0)
@@ -43,11 +41,8 @@ def latency_table(run: MethodRun, model: nn.Module, backend, *, round_to: int, m
                   settings={"identity": backend.identity(), "round_to": round_to, "min_channels": min_channels,
                             "check": check})
     metrics = run.last_metrics()
-    table = holder.get("table")
-    if table is None:  # resumed: the table this run measured, not a new measurement
-        table = LatencyTable(graph, backend, round_to=round_to, min_channels=min_channels, cache_dir=cache_dir,
-                             log=run.log, build=False)
-        table.entries.update(metrics["table"]["entries"])
-        table.constant = float(metrics["table"]["constant_ms"])
+    # the table the stage recorded, on the first run as on a resumed one (never a new measurement)
+    table = LatencyTable.from_dict(graph, backend, metrics["table"], min_channels=min_channels, cache_dir=cache_dir,
+                                   log=run.log)
     table.graph.model.cpu()
     return table, metrics
