@@ -80,6 +80,14 @@ def _command() -> str:
     return (f"nice -n {nice} " if nice else "") + shlex.join([exe, *sys.argv])
 
 
+def _sha() -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files differ from it."""
+    git = ["git", "-C", str(ROOT)]
+    sha = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run([*git, "diff", "--quiet", "HEAD", "--", "src", "benchmarks/condensenet_cifar.py"]).returncode
+    return sha + ("-dirty" if dirty else "")
+
+
 def _lock(run_dir: Path) -> None:
     """One process per run folder (two processes resuming the same checkpoint would corrupt it)."""
     lock = run_dir / ".running"
@@ -106,6 +114,7 @@ def run_one(args, arm: str, seed: int) -> dict:
         return json.loads(done.read_text())
     run_dir.mkdir(parents=True, exist_ok=True)
     _lock(run_dir)
+    commit = _sha()  # the code this run trains with (read before training: others may commit meanwhile)
     data = _data(args)
     model = _model(arm, seed)
     cbs = [Condensation()] if arm == "learned" else []
@@ -115,7 +124,7 @@ def run_one(args, arm: str, seed: int) -> dict:
     train_s = time.time() - t0
     model.eval()
     x1 = torch.zeros(1, 3, 16, 16)
-    rec: dict = {"arm": arm, "seed": seed, "epochs": args.epochs, "command": _command(),
+    rec: dict = {"arm": arm, "seed": seed, "epochs": args.epochs, "command": _command(), "commit": commit,
                  "train_seconds_this_process": round(train_s, 1),
                  "final_epoch": fit.final, "val_top1": evaluate(model, data.val).top1,
                  "test_top1": evaluate(model, data.test).top1}
@@ -213,8 +222,7 @@ def summarize(args) -> dict:
                 **{k: {"median_ms": round(v.median_ms, 3), "p10_ms": round(v.p10_ms, 3),
                        "p90_ms": round(v.p90_ms, 3), "noisy": bool(getattr(v, "noisy", False))}
                    for k, v in res.items()}}
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True).stdout.strip()
+    sha = _sha()
     trained_by = list(dict.fromkeys(r["command"] for r in runs if "command" in r))
     command = " ; ".join(trained_by + ([_command()] if args.summarize or not trained_by else []))
     out = {
@@ -230,7 +238,8 @@ def summarize(args) -> dict:
                      **({"steps_per_epoch": args.steps_per_epoch} if args.steps_per_epoch else {}),
                      "reduced_how": f"{args.epochs} epochs (CondenseNet: 300), 16 px, 8k-image train subset"},
         "device": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), {args.threads} torch thread(s)",
-        "versions": {"prunekit": sha, "torch": torch.__version__.split("+")[0], "python": platform.python_version()},
+        "versions": {"prunekit": sha, "prunekit_training": sorted({r.get("commit", "unrecorded") for r in runs}),
+                     "torch": torch.__version__.split("+")[0], "python": platform.python_version()},
         "date": date.today().isoformat(), "arms": arms, "latency_ms": latency or {},
         "gpu_minutes": 0.0, "runs": runs, "pending": pending, "seeds": args.seeds,
     }
