@@ -40,7 +40,7 @@ def zero_channels(group, idx: torch.Tensor) -> None:
             if pos.numel() == 0:
                 continue
             m = gm.member
-            if m.kind in ("sizes", "index"):  # split sizes, a channel index: nothing to zero
+            if m.kind in ("sizes", "index", "shape"):  # split sizes, a channel index, a shape: nothing to zero
                 continue
             if m.kind == "param":
                 getattr(m.module, m.attr).index_fill_(m.dim, pos, 0.0)

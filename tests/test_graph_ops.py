@@ -236,3 +236,29 @@ def test_groupnorm_subclass_with_one_group_is_prunable():
     apply_widths(g, {"0": 5})
     assert (model[1].num_channels, model[1].weight.shape, model[3].in_channels) == (5, (5,), 5)
     assert model(X).shape == (2, 4, 14, 14)
+
+
+def test_layer_scale_viewed_to_a_shape_attribute_is_prunable():
+    """A layer scale ``x * self.scale.view(self.shape)`` (MetaFormer / PoolFormer): the literal shape is the
+    module's own attribute, which surgery rewrites with the kept count."""
+    class Scale(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.shape = (c, 1, 1)
+            self.scale = nn.Parameter(torch.rand(c) + 0.5)
+
+        def forward(self, x):
+            return x * self.scale.view(self.shape)
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(3, 8, 3), Scale(8), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+
+    g = DependencyGraph(net(), X)
+    assert g["0"].prunable and g["0"].exact
+    bit_identical_when_nothing_pruned(net(), X)
+    err, _ = masked_then_pruned(net(), X)
+    assert err < 1e-5
+    model = net()
+    apply_widths(DependencyGraph(model, X), {"0": 5})
+    assert model[1].shape == (5, 1, 1) and model[1].scale.shape == (5,) and model(X).shape == (2, 4, 14, 14)

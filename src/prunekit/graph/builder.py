@@ -225,6 +225,17 @@ class Builder:
         self.members[key] = dict(ids=ids, module=module, attr=attr, dim=0, name=name, role="sizes",
                                  producer=False, kind="sizes", pieces=np.asarray(pieces, dtype=np.int64))
 
+    def add_shape_member(self, ids: Ids, index: int, *, module: nn.Module, name: str, attr: str) -> None:
+        """Register entry ``index`` of the shape attribute ``name.attr`` as carrying ``ids`` (its value is
+        rewritten with the kept count); a second use ties the two."""
+        key = ("shape", name, attr, index)
+        rec = self.members.get(key)
+        if rec is not None:
+            self.tie(rec["ids"], ids)
+            return
+        self.members[key] = dict(ids=ids, module=module, attr=attr, dim=index, name=name, role="shape",
+                                 producer=False, kind="shape")
+
     def add_index_member(self, ids: Ids, source: Ids, *, module: nn.Module, name: str, attr: str) -> bool:
         """Register the channel-index tensor ``name.attr`` (positions carry ``ids``; its values index a dim
         carrying ``source``). False if it is already used elsewhere (the caller then pins)."""

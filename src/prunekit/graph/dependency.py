@@ -366,7 +366,12 @@ class DependencyGraph:
             if mask.all():
                 continue
             idx = torch.from_numpy(np.flatnonzero(mask))
-            if m.kind == "index":
+            if m.kind == "shape":
+                old = getattr(m.module, m.attr)
+                value = list(old)
+                value[m.dim] = int(mask.sum())
+                plan.ops.append(SetAttr(m.name, m.attr, type(old)(value)))
+            elif m.kind == "index":
                 old = getattr(m.module, m.attr)
                 renumber = torch.from_numpy(np.cumsum(kept[m.source]) - 1).to(old.device)
                 plan.ops.append(SetAttr(m.name, m.attr, renumber[old[idx.to(old.device)]].to(old.dtype)))

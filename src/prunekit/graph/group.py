@@ -31,7 +31,8 @@ class Member:
     self.splits)``); ``pieces[k]`` is the piece position ``k`` falls in, and surgery sets the attribute to the
     kept count of each piece. ``kind="index"``: an index tensor ``module.attr`` (``index_select`` of channels,
     CondenseNet's converted layers): position ``k`` gathers a channel of the indexed dim, whose classes are
-    ``source``; surgery keeps the positions of kept channels and renumbers their values.
+    ``source``; surgery keeps the positions of kept channels and renumbers their values. ``kind="shape"``:
+    entry ``dim`` of a shape tuple ``module.attr`` that a ``view`` reads (set to the kept count).
     """
 
     key: tuple
@@ -61,6 +62,8 @@ class Member:
             return f"{self.name}.{self.attr} (split sizes)"
         if self.kind == "index":
             return f"{self.name}.{self.attr} (channel index)"
+        if self.kind == "shape":
+            return f"{self.name}.{self.attr}[{self.dim}] (shape entry)"
         return f"{self.name} ({self.layer_type}, {self.role})"
 
 

@@ -278,8 +278,10 @@ def reshape_labels(b: Builder, call: Call, x: torch.Tensor, lab: Labels | None, 
     """Labels through a view/reshape/flatten from ``x.shape`` to ``out_shape``.
 
     ``spec[j]`` says where output dim ``j``'s size comes from: ``"lit"`` (a literal in the code: it will not follow
-    pruning), ``"free"`` (-1, inferred, or a flatten), or a ``SizeRef`` (computed from a tensor's size: it follows
-    that tensor's pruning, so its channels are tied to this dim's). A channel dim may move unchanged, be merged
+    pruning), ``"attr"`` (a literal read from a shape attribute of the calling module, which surgery rewrites: a
+    channel dim may move to it unchanged), ``"free"`` (-1, inferred, or a flatten), or a ``SizeRef`` (computed
+    from a tensor's size: it follows that tensor's pruning, so its channels are tied to this dim's). A channel dim
+    may move unchanged, be merged
     with neighbours (ids repeat: channel x spatial positions, as flatten -> linear) or be split into one dynamic
     dim and static ones (channel shuffle: ``view(N, g, C/g, H, W)``; the ids along the static dims are tied so
     every pruned width keeps the split valid). Anything else pins the channels.
@@ -292,7 +294,7 @@ def reshape_labels(b: Builder, call: Call, x: torch.Tensor, lab: Labels | None, 
 
 
 def _is_static(sp) -> bool:
-    return sp == "lit" or (isinstance(sp, SizeRef) and sp.ids is None)
+    return sp in ("lit", "attr") or (isinstance(sp, SizeRef) and sp.ids is None)
 
 
 def _reshape(b: Builder, call: Call, x: torch.Tensor, lab: Labels, out_shape: tuple[int, ...],
@@ -327,7 +329,7 @@ def _reshape(b: Builder, call: Call, x: torch.Tensor, lab: Labels, out_shape: tu
         ids = lab[c]
         if len(gj) == 1:
             j = gj[0]
-            if spec[j] == "lit":
+            if spec[j] == "lit" or (spec[j] == "attr" and len(gi) != 1):
                 b.pin(ids, why + f" to a literal size {out_shape[j]}")
                 continue
             if len(gi) == 1:

@@ -49,11 +49,38 @@ def _varargs(call: Call, key: str):
 
 @method_rule("view", "reshape")
 def view(b: Builder, call: Call):
+    """``x.view(shape)``; a literal shape that is a tuple attribute of the calling module (a layer scale's
+    ``param.view(self.shape)``) lets a channel dim move through it: surgery rewrites that attribute."""
     x, lab = call.args[0], call.largs[0]
     if len(call.args) == 2 and isinstance(call.args[1], torch.dtype):  # x.view(dtype)
         return unknown_rule(b, call)
     raw, rlab = _varargs(call, "size" if call.node.target == "view" else "shape")
-    return reshape_labels(b, call, x, lab, tuple(call.out.shape), shape_spec(raw, rlab, call.out.ndim))
+    spec = shape_spec(raw, rlab, call.out.ndim)
+    owner = _shape_owner(b, call, raw) if lab and "lit" in spec else None
+    if owner is not None:
+        spec = ["attr" if sp == "lit" else sp for sp in spec]
+    out = reshape_labels(b, call, x, lab, tuple(call.out.shape), spec)
+    if owner is not None:
+        for j, sp in enumerate(spec):
+            if sp == "attr" and out and j in out:
+                b.add_shape_member(out[j], j, module=owner[1], name=owner[0], attr=owner[2])
+    return out
+
+
+def _shape_owner(b: Builder, call: Call, raw):
+    """``(qualified name, module, attribute)`` of the one tuple/list attribute of the calling module equal to the
+    all-literal shape ``raw``, or None."""
+    if not isinstance(raw, (tuple, list)) or not all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+        return None
+    name = "" if call.where == "(root)" else call.where
+    try:
+        module = b.module(name) if name else b.model
+    except KeyError:
+        return None
+    found = [k for k, v in vars(module).items() if not k.startswith("_") and isinstance(v, (tuple, list))
+             and len(v) == len(raw) and all(isinstance(i, int) and not isinstance(i, bool) for i in v)
+             and list(v) == list(raw)]
+    return (name, module, found[0]) if len(found) == 1 else None
 
 
 @function_rule(torch.reshape)
