@@ -1,6 +1,6 @@
 """Per-op channel rules (see ``registry``): layers in ``modules``; functions and Tensor methods by op family in
-``elementwise``, ``reductions``, ``spatial``, ``shape``, ``concat_split``, ``indexing``, ``functional_layers`` and
-``sizes`` (the provenance of Python ints computed from sizes)."""
+``elementwise``, ``reductions``, ``spatial``, ``shape``, ``concat_split``, ``indexing``, ``functional_layers``,
+``factories`` and ``sizes`` (the provenance of Python ints computed from sizes)."""
 
 from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, SIZE_AWARE, Call, SizeRef,
                                           function_rule, method_rule, module_rule, unknown_rule)
@@ -12,6 +12,7 @@ from prunekit.graph.rules import shape as _shape  # noqa: F401  (registers)
 from prunekit.graph.rules import concat_split as _concat_split  # noqa: F401  (registers)
 from prunekit.graph.rules import indexing as _indexing  # noqa: F401  (registers)
 from prunekit.graph.rules import functional_layers as _functional_layers  # noqa: F401  (registers)
+from prunekit.graph.rules import factories as _factories  # noqa: F401  (registers)
 from prunekit.graph.rules.sizes import SIZE_RULES
 from prunekit.graph.rules import modules as _modules  # noqa: F401  (registers)
 
