@@ -64,8 +64,10 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def uniform_widths_at(graph: DependencyGraph, ratio: float) -> dict[str, int]:
-    return {g.name: resolve_width(g.size, g.size - math.floor(ratio * g.size + 1e-9), min_width=g.min_width)
+def uniform_widths_at(graph: DependencyGraph, ratio: float, round_to: int = 1, min_channels: int = 1
+                      ) -> dict[str, int]:
+    return {g.name: resolve_width(g.size, g.size - math.floor(ratio * g.size + 1e-9), min_width=g.min_width,
+                                  round_to=round_to, min_channels=min_channels)
             for g in graph.prunable_groups}
 
 
@@ -169,50 +171,61 @@ def main() -> None:
     if args.gpu:
         lat_kw = dict(device="cuda", threads=None, cuda_graph=True, dtype=torch.bfloat16, channels_last=True,
                       repeats=40, warmup=5)
-    twin_file = out / ("uniform" if args.resource == "latency" else "uniform-macs") / "pruned.json"
-    if twin_file.exists():
-        twin = json.loads(twin_file.read_text())
-    else:
-        lo, hi, best = 0.0, 0.95, None
-        for _ in range(10 if not args.smoke else 2):
-            mid = (lo + hi) / 2
-            m = copy.deepcopy(base)
-            g = DependencyGraph(m, x16[:2])
-            apply_widths(g, uniform_widths_at(g, mid), importance="l2")
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                r = compare_latency({"netadapt": na, "uniform": m}, x16, **lat_kw)
-            rel = r["uniform"].median_ms / r["netadapt"].median_ms
-            log(f"uniform ratio {mid:.4f}: latency {rel:.3f} x NetAdapt's")
-            if best is None or abs(rel - 1) < abs(best[1] - 1):
-                best = (mid, rel)
-            if abs(rel - 1) <= 0.01:
-                break
-            lo, hi = (mid, hi) if rel > 1 else (lo, mid)
-        twin = {"ratio": best[0], "latency_ratio_at_search": best[1]}
-        twin_file.parent.mkdir(parents=True, exist_ok=True)
-        twin_file.write_text(json.dumps(twin))
-    uni = copy.deepcopy(base)
-    g = DependencyGraph(uni, x16[:2])
-    apply_widths(g, uniform_widths_at(g, twin["ratio"]), importance="l2")
-    uni_widths = g.widths()
     path_steps = iters * st_steps  # the short-term steps of NetAdapt's chosen path
     st_epochs = max(1, math.ceil(path_steps / len(data.train)))
-    uni_short = TrainConfig.from_dict({**short.to_dict(), "epochs": st_epochs, "max_steps": max(1, path_steps),
-                                       "checkpoint_dir": twin_file.parent / "short", "resume": True})
-    Trainer(uni, data.train, data.val, config=uni_short, device=P["device"]).fit()
-    uni_long = TrainConfig.from_dict({**long_term.to_dict(), "checkpoint_dir": twin_file.parent / "long",
-                                      "resume": True})
-    Trainer(uni, data.train, data.val, config=uni_long, device=P["device"]).fit()
-    uni = uni.eval()
+
+    def make_twin(folder: str, grid: int):
+        """The uniform twin (``grid`` 1: any width, the protocol's twin; 8: widths on NetAdapt's grid of 8, floor
+        8), its ratio bisected on latency measured interleaved against NetAdapt's network, then fine-tuned."""
+        twin_file = out / (folder if args.resource == "latency" else folder + "-macs") / "pruned.json"
+        if twin_file.exists():
+            twin = json.loads(twin_file.read_text())
+        else:
+            lo, hi, best = 0.0, 0.95, None
+            for _ in range(10 if not args.smoke else 2):
+                mid = (lo + hi) / 2
+                m = copy.deepcopy(base)
+                g = DependencyGraph(m, x16[:2])
+                apply_widths(g, uniform_widths_at(g, mid, grid, grid), importance="l2")
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    r = compare_latency({"netadapt": na, "uniform": m}, x16, **lat_kw)
+                rel = r["uniform"].median_ms / r["netadapt"].median_ms
+                log(f"{folder} ratio {mid:.4f}: latency {rel:.3f} x NetAdapt's")
+                if best is None or abs(rel - 1) < abs(best[1] - 1):
+                    best = (mid, rel)
+                if abs(rel - 1) <= 0.01:
+                    break
+                lo, hi = (mid, hi) if rel > 1 else (lo, mid)
+            twin = {"ratio": best[0], "latency_ratio_at_search": best[1], "grid": grid}
+            twin_file.parent.mkdir(parents=True, exist_ok=True)
+            twin_file.write_text(json.dumps(twin))
+        uni = copy.deepcopy(base)
+        g = DependencyGraph(uni, x16[:2])
+        apply_widths(g, uniform_widths_at(g, twin["ratio"], grid, grid), importance="l2")
+        widths = g.widths()
+        uni_short = TrainConfig.from_dict({**short.to_dict(), "epochs": st_epochs, "max_steps": max(1, path_steps),
+                                           "checkpoint_dir": twin_file.parent / "short", "resume": True})
+        Trainer(uni, data.train, data.val, config=uni_short, device=P["device"]).fit()
+        uni_long = TrainConfig.from_dict({**long_term.to_dict(), "checkpoint_dir": twin_file.parent / "long",
+                                          "resume": True})
+        Trainer(uni, data.train, data.val, config=uni_long, device=P["device"]).fit()
+        return uni.eval(), twin, widths, uni_short
+
+    uni, twin, uni_widths, uni_short = make_twin("uniform", 1)
+    # the same on NetAdapt's grid: odd widths (9/17/34) run in slower CPU kernels than multiples of 8, so the
+    # protocol's twin may pay for its widths rather than for its uniformity
+    unig, twing, unig_widths, _ = make_twin("uniform-grid", 8) if not args.gpu else (None, None, None, None)
 
     # 4. final numbers: test top-1, latency of all three interleaved
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lat = compare_latency({"baseline": base, "netadapt": na, "uniform": uni}, x16,
+        lat = compare_latency({"baseline": base, "netadapt": na, "uniform": uni,
+                               **({"uniform_grid": unig} if unig is not None else {})}, x16,
                               **{**lat_kw, "repeats": 60 if not args.smoke else 3})
     uni = uni.cpu()
-    nets = {"baseline": base, "netadapt": na, "uniform": uni}
+    nets = {"baseline": base, "netadapt": na, "uniform": uni, **({"uniform_grid": unig.cpu()} if unig is not None
+                                                                 else {})}
     tops = {k: evaluate(copy.deepcopy(m).to(P["device"]), data.test).top1 for k, m in nets.items()}
     log(f"test top-1 {tops}; latency ms " + ", ".join(f"{k} {v.median_ms:.3f}" for k, v in lat.items()))
 
@@ -244,7 +257,11 @@ def main() -> None:
         seed=args.seed,
         baseline={"top1": round(tops["baseline"], 2), **summary(base)},
         pruned={"top1": round(tops["netadapt"], 2), **summary(na), "widths": det["family"][-1]["widths"]},
-        uniform={"top1": round(tops["uniform"], 2), **summary(uni), "ratio": twin["ratio"], "widths": uni_widths},
+        uniform={"top1": round(tops["uniform"], 2), **summary(uni), "ratio": twin["ratio"], "widths": uni_widths,
+                 "latency_ratio_at_search": twin["latency_ratio_at_search"]},
+        **({"uniform_grid": {"top1": round(tops["uniform_grid"], 2), **summary(unig), "ratio": twing["ratio"],
+                             "widths": unig_widths, "latency_ratio_at_search": twing["latency_ratio_at_search"],
+                             "grid": 8}} if unig is not None else {}),
         latency_ms={P["lat_key"]: {"clock": args.clock if not args.gpu else "cuda graph",
                                    **{k: lat_entry(v) for k, v in lat.items()}}},
         netadapt={"config": det["config"], "r0_ms": det["r0"], "budget_ms": det["budget"],
@@ -292,7 +309,10 @@ def aggregate(stem: str) -> dict:
                                                                               p.name))
     recs = [json.loads(p.read_text()) for p in files]
     arms: dict[str, dict] = {}
-    for arm, key in (("baseline", "baseline"), ("netadapt", "pruned"), ("uniform", "uniform")):
+    for arm, key in (("baseline", "baseline"), ("netadapt", "pruned"), ("uniform", "uniform"),
+                     ("uniform_grid", "uniform_grid")):
+        if any(key not in r for r in recs):
+            continue
         tops = [r[key]["top1"] for r in recs]
         lat_key = next(iter(recs[0]["latency_ms"])) if recs else None
         lats = [r["latency_ms"][lat_key][arm]["median"] for r in recs] if recs else []
@@ -306,6 +326,9 @@ def aggregate(stem: str) -> dict:
         verdict["netadapt_minus_uniform_pt"] = round(diff, 3)
         verdict["per_seed_difference_pt"] = [round(a - b, 2) for a, b in zip(arms["netadapt"]["top1"],
                                                                              arms["uniform"]["top1"])]
+        if "uniform_grid" in arms:
+            verdict["netadapt_minus_uniform_grid_pt"] = round(arms["netadapt"]["top1_mean"]
+                                                              - arms["uniform_grid"]["top1_mean"], 3)
     if n > 1:
         pooled = math.sqrt((arms["netadapt"]["top1_std"] ** 2 + arms["uniform"]["top1_std"] ** 2) / 2)
         verdict["pooled_std_pt"] = round(pooled, 3)
