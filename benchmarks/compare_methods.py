@@ -161,6 +161,9 @@ NOT_PRUNERS = {
     "condensenet": "CondenseNet is an architecture trained from scratch with learned group convolutions (a "
                    "DenseNet-style network condensed while it trains), not a pruner of a given baseline "
                    "checkpoint: it cannot start from the shared resnet20 nor be put on its MACs budget",
+    "metapruning": "MetaPruning trains a PruningNet and the searched network from scratch (the paper's protocol), "
+                   "not from the shared baseline checkpoint, so the fixed fine-tuning budget does not apply; "
+                   "benchmarks/metapruning_cifar.py compares it with the uniform multiplier trained the same way",
 }
 
 
