@@ -282,6 +282,7 @@ def test_cli_end_to_end_on_digits(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     record = json.loads((out / "result.json").read_text())
     assert record["method"] == "metapruning" and record["pruned"]["macs"] <= 0.41 * record["baseline"]["macs"]
+    assert "searched winner vs controls" in r.stdout and "uniform" in r.stdout  # the arms table
     bad = run_cli("prune", "metapruning", "--model", "smallcnn", "--data", "digits", "--target-macs", "1.5",
                   "-o", str(tmp_path / "bad"), timeout=120)
     assert bad.returncode == 2 and "target_macs" in bad.stderr and "Traceback" not in bad.stderr

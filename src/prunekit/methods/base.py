@@ -185,6 +185,7 @@ class MethodRun:
         self.details: dict[str, Any] = {}
         self.floor_hit: list[str] = []
         self.artifacts: dict[str, str] = {}
+        self.tables: list[Any] = []  # extra rich tables the method adds to the report (PruneResult.tables())
         self._baseline = None
         self._baseline_model: nn.Module | None = None
         spec = getattr(data, "spec", None)
@@ -294,6 +295,7 @@ class MethodRun:
         result.artifacts["widths_png"] = str(plot_widths(self.widths0, widths_after, self.out / "widths.png",
                                                          title=f"{self.method.title}: channels per group"))
         result.artifacts.update(self.artifacts)
+        result.extra_tables = list(self.tables)
         meta = {"model": {"name": self.info.model_name}, **self.info.metadata,
                 "input_shape": list(self.x.shape[1:]), "pruned": {"method": self.method.name}}
         save(model.cpu().eval(), self.out / "model.safetensors", example_inputs=self.x, metadata=meta)

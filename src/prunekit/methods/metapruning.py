@@ -403,6 +403,11 @@ class MetaPruning(Method):
                     if arm == "winner" and s == 0:
                         final = m
             run.details["arms"] = self._arms(run, model, graph, cost, full, arms, results)
+            from prunekit.report import arms_table
+
+            run.tables.append(arms_table("MetaPruning: searched winner vs controls (retrained from scratch)",
+                                         {a: run.details["arms"][a] for a in results},
+                                         full_macs=graph.macs()))
         if c.train_full and c.retrain is not None:
             full_model = run.train("retrain-full-s0", fresh_pruned(model, graph, {}, c.retrain.seed), c.retrain,
                                    parent="search", data_offset=1000 * 10)

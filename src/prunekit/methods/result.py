@@ -26,13 +26,14 @@ class PruneResult:
     stages: list[StageRecord] = field(default_factory=list)
     details: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path (plots, model file, record)
+    extra_tables: list[Any] = field(default_factory=list)  # method-specific rich tables (MethodRun.tables)
 
     def tables(self):
         """The rich tables of the report: per-group widths, then baseline vs pruned."""
         floor = self.details.get("floor_hit", [])
         return [widths_table(self.widths_before, self.widths_after, floor_hit=floor),
                 comparison_table(f"{self.method}: before / after",
-                                 {"baseline": self.baseline, "pruned": self.pruned})]
+                                 {"baseline": self.baseline, "pruned": self.pruned}), *self.extra_tables]
 
     def record(self, *, name: str, model_name: str, dataset: str, reduced: bool, device: str = "cpu",
                schedule: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:

@@ -177,3 +177,22 @@ def widths_table(before: Mapping[str, int], after: Mapping[str, int], *, floor_h
         t.caption = ("floor hit: the method wanted to cut these groups further, but their floor (min_keep / "
                      "min_channels) stopped it; the budget was met by cutting the other groups more")
     return t
+
+
+def arms_table(title: str, arms: Mapping[str, Mapping[str, Any]], *, full_macs: float | None = None) -> Table:
+    """One row per arm of a comparison (e.g. searched winner vs uniform multiplier): MACs (share of
+    ``full_macs``), params, measured latency and test top-1 over seeds (mean ± std). ``arms[name]`` holds
+    ``macs``, ``params``, ``test_top1`` (list, %) and optionally ``latency_ms_cpu_bs1`` ({median, noisy})."""
+    t = Table(title=title)
+    for col in ("arm", "MACs", "params", "CPU bs1 latency (ms)", "test top-1", "seeds"):
+        t.add_column(col, justify="left" if col == "arm" else "right")
+    for name, a in arms.items():
+        macs = f"{a['macs'] / 1e6:.2f} M" + (f" ({100 * a['macs'] / full_macs:.1f}%)" if full_macs else "")
+        lat = a.get("latency_ms_cpu_bs1") or {}
+        lat_cell = "-" if not lat else f"{lat['median']:.3f}" + (" noisy" if lat.get("noisy") else "")
+        tops = list(a.get("test_top1") or [])
+        mean = sum(tops) / len(tops) if tops else float("nan")
+        std = (sum((v - mean) ** 2 for v in tops) / (len(tops) - 1)) ** 0.5 if len(tops) > 1 else 0.0
+        t.add_row(name, macs, f"{a['params'] / 1e3:.1f} K", lat_cell, f"{mean:.2f} ± {std:.2f}%" if tops else "-",
+                  str(len(tops)))
+    return t
