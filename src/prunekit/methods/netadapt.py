@@ -39,10 +39,11 @@ from typing import Any, Literal, Mapping
 import torch.nn as nn
 
 from prunekit.cost import MacsCost, ParamsCost
-from prunekit.cost.lut import LatencyTable, make_backend
+from prunekit.cost.lut import LatencyTable
 from prunekit.errors import ConfigError, check_range
 from prunekit.graph import resolve_width
 from prunekit.methods.base import Method, MethodRun, register_method
+from prunekit.methods.resources import latency_backend, latency_table
 from prunekit.planning import apply_widths, channel_floors, largest_width
 from prunekit.train import TrainConfig
 
@@ -198,41 +199,18 @@ class NetAdapt(Method):
     # ---- the resource ---------------------------------------------------------------------------------------
     def backend(self, run: MethodRun):
         c = self.config
-        return make_backend(c.platform, batch_size=c.latency_batch, dtype=c.latency_dtype, threads=c.threads,
-                            warmup=c.lut_warmup, repeats=c.lut_repeats,
-                            device=str(run.device) if str(run.device).startswith("cuda") else "cuda",
-                            clock=c.clock)
+        return latency_backend(run, c.platform, batch=c.latency_batch, dtype=c.latency_dtype, threads=c.threads,
+                               clock=c.clock, warmup=c.lut_warmup, repeats=c.lut_repeats)
 
     def cost_model(self, run: MethodRun, model: nn.Module):
         """(cost model over the input network's groups, stage metrics for the record)."""
         c = self.config
-        graph0 = run.graph(copy.deepcopy(model).cpu().eval())
-        if c.resource == "macs":
-            return MacsCost(graph0), {}
-        if c.resource == "params":
-            return ParamsCost(graph0), {}
-        backend = self.backend(run)
-
-        def build(m: nn.Module) -> dict[str, Any]:
-            table = LatencyTable(graph0, backend, round_to=c.round_to, min_channels=c.min_channels,
-                                 cache_dir=c.lut_cache, progress=bool(c.short_term and c.short_term.progress),
-                                 log=run.log)
-            out: dict[str, Any] = {"table": table.to_dict()}
-            if c.lut_check:
-                report = table.check(c.lut_check, seed=0)
-                run.log(str(report))
-                out["check"] = report.to_dict()
-            return out
-
-        run.transform("lut", model, build, kind="measure", artifact="json",
-                      settings={"identity": backend.identity(), "round_to": c.round_to,
-                                "min_channels": c.min_channels, "check": c.lut_check})
-        metrics = run.last_metrics()
-        # the table the stage recorded, on the first run as on a resumed one (never a new measurement)
-        table = LatencyTable.from_dict(graph0, backend, metrics["table"], min_channels=c.min_channels,
-                                       cache_dir=c.lut_cache, log=run.log)
-        table.graph.model.cpu()
-        return table, metrics
+        if c.resource in ("macs", "params"):
+            graph0 = run.graph(copy.deepcopy(model).cpu().eval())
+            return (MacsCost(graph0) if c.resource == "macs" else ParamsCost(graph0)), {}
+        return latency_table(run, model, self.backend(run), round_to=c.round_to, min_channels=c.min_channels,
+                             cache_dir=c.lut_cache, check=c.lut_check,
+                             progress=bool(c.short_term and c.short_term.progress))
 
     # ---- the loop -------------------------------------------------------------------------------------------
     def execute(self, run: MethodRun, model: nn.Module) -> nn.Module:
