@@ -434,7 +434,6 @@ class MetaPruning(Method):
               arms: Mapping[str, Mapping[str, int]], results: Mapping[str, list[dict[str, Any]]]) -> dict[str, Any]:
         """Per arm: widths, cost, params, MACs, top-1 per seed with mean ± std, and measured latency."""
         out: dict[str, Any] = {}
-        models = {a: fresh_pruned(model, graph, arms[a], 0).eval() for a in results}
         for arm, recs in results.items():
             tests = [float(r["test_top1"]) for r in recs]
             vals = [float(r["val_top1"]) for r in recs]
@@ -445,6 +444,7 @@ class MetaPruning(Method):
         if run.latency:
             from prunekit.cost.latency import compare_latency
 
+            models = {a: fresh_pruned(model, graph, arms[a], 0).eval() for a in results}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # recorded per arm as "noisy"
                 lat = compare_latency(models, run.x[:1], threads=1, repeats=30, warmup=5, clock="cpu")

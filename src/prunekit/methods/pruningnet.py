@@ -121,14 +121,14 @@ class PruningNet(nn.Module):
                 m.register_parameter("bias", None)
                 m.affine = False
                 self.norms.append(name)
+        self._full = {g.name: g.size for g in graph.prunable_groups}
         self._widths: dict[str, int] = {}
         self._plan_cache: tuple[tuple, PruningPlan] | None = None
         self._stats: tuple[tuple, dict[str, list[torch.Tensor]]] | None = None
 
     # ---- configuration ----------------------------------------------------------------------------------------
     def _key(self, widths: Mapping[str, int]) -> tuple:
-        full = {g.name: g.size for g in self.graph.prunable_groups}
-        return tuple(sorted((k, int(v)) for k, v in widths.items() if int(v) != full.get(k)))
+        return tuple(sorted((k, int(v)) for k, v in widths.items() if int(v) != self._full.get(k)))
 
     def set_widths(self, widths: Mapping[str, int]) -> None:
         """Run the configuration ``widths`` ({group name: channels}) from now on."""
@@ -171,13 +171,9 @@ class PruningNet(nn.Module):
 
     def forward(self, *inputs: Any) -> Any:
         plan = self.plan()
-        sliced: dict[str, torch.Tensor | None] = dict(self._generated(plan))
+        sliced = self._generated(plan)
         if not self.training:
-            stats = self._stats_for(plan)
-            for name, (mean, var, count) in stats.items():
-                sliced[f"{name}.running_mean"] = mean
-                sliced[f"{name}.running_var"] = var
-                sliced[f"{name}.num_batches_tracked"] = count
+            sliced.update(_stat_tensors(self._stats_for(plan)))
         return plan.forward(self.base, *inputs, sliced=sliced)
 
     def _stats_for(self, plan: PruningPlan) -> dict[str, list[torch.Tensor]]:
@@ -205,11 +201,7 @@ class PruningNet(nn.Module):
         modules = dict(self.base.named_modules())
         momenta = {name: modules[name].momentum for name in self.norms}
         was_training = self.training
-        sliced: dict[str, torch.Tensor | None] = dict(self._generated(plan))
-        for name, (mean, var, count) in stats.items():
-            sliced[f"{name}.running_mean"] = mean
-            sliced[f"{name}.running_var"] = var
-            sliced[f"{name}.num_batches_tracked"] = count
+        sliced = {**self._generated(plan), **_stat_tensors(stats)}
         seen = 0
         try:
             for name in self.norms:
@@ -267,6 +259,14 @@ class PruningNet(nn.Module):
     def generator_params(self) -> int:
         """Parameters of all generators (upstream's PruningNets are ~33× their network's conv weights)."""
         return sum(p.numel() for p in self.generators.parameters())
+
+
+def _stat_tensors(stats: Mapping[str, list[torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{BatchNorm buffer name: tensor} for per-configuration statistics ``{bn name: [mean, var, count]}``."""
+    out: dict[str, torch.Tensor] = {}
+    for name, (mean, var, count) in stats.items():
+        out.update({f"{name}.running_mean": mean, f"{name}.running_var": var, f"{name}.num_batches_tracked": count})
+    return out
 
 
 def _out_prunable(graph: DependencyGraph) -> dict[str, bool]:
