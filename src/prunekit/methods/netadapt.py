@@ -33,19 +33,24 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Mapping, TypeVar
 
+import torch
+import torch.distributed as torch_dist
 import torch.nn as nn
 
 from prunekit.cost import MacsCost, ParamsCost
 from prunekit.cost.lut import LatencyTable
 from prunekit.errors import ConfigError, check_range
 from prunekit.graph import resolve_width
-from prunekit.methods.base import Method, MethodRun, register_method
+from prunekit.methods.base import Method, MethodRun, RunInfo, config_settings, register_method
 from prunekit.methods.resources import latency_backend, latency_table
+from prunekit.methods.result import PruneResult
 from prunekit.planning import apply_widths, channel_floors, largest_width
-from prunekit.train import TrainConfig
+from prunekit.train import Callback, TrainConfig, distributed
 
 Rule = Literal["accuracy", "accuracy_per_latency"]
 
@@ -212,13 +217,59 @@ class NetAdapt(Method):
                              cache_dir=c.lut_cache, check=c.lut_check,
                              progress=bool(c.short_term and c.short_term.progress))
 
+    # ---- processes ----------------------------------------------------------------------------------------
+    def run(self, model: nn.Module, data: Any, output_dir: str | Path, *, device: str = "cpu",
+            log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = (),
+            restart: bool = False, info: RunInfo | None = None) -> PruneResult:
+        """As :meth:`Method.run`; launched by torchrun (``WORLD_SIZE`` > 1, or a process group already joined),
+        the proposals are shared among the processes (see the module docstring). Every rank returns the same
+        model and details; rank 0 alone writes the report and measures (ranks > 0 return summaries of counts)."""
+        distributed.init_from_env(device, backend="gloo")
+        ranks = _Ranks(distributed.group())
+        if ranks.parallel and torch.device(device).type == "cuda":
+            device = f"cuda:{ranks.local_rank % max(1, torch.cuda.device_count())}"
+        self._ranks = ranks
+        try:
+            with distributed.local():  # every rank trains and evaluates alone; _Ranks exchanges the results
+                if ranks.is_main:
+                    return super().run(model, data, output_dir, device=device, log=log, latency=latency,
+                                       callbacks=callbacks, restart=restart, info=info)
+                return self._run_worker(model, data, output_dir, device=device, log=log, callbacks=callbacks,
+                                        info=info)
+        finally:
+            self._ranks = _Ranks(distributed.DistInfo())
+
+    def _run_worker(self, model: nn.Module, data: Any, output_dir: str | Path, *, device: str,
+                    log: Callable[[str], None] | None, callbacks: Iterable[Callback],
+                    info: RunInfo | None) -> PruneResult:
+        """A rank > 0: the same loop (it trains its share of the proposals and loads every other stage from the
+        run folder once rank 0 has written it); no report, no measurement, nothing written but its proposals."""
+        from prunekit.report import summarize
+
+        r = self._ranks.rank
+        run = MethodRun(self, model, data, output_dir, device=device, callbacks=callbacks, restart=False,
+                        log=(lambda m: log(f"(rank {r}) {m}")) if log else None, latency=False, info=info)
+        self.check(run, run.model)
+        final = self.execute(run, run.model).eval()
+        widths1 = run.graph(final).widths()
+        run.to_device(final)
+        baseline = summarize(run.model, run.x, latency=False)
+        baseline.top1.update({k: v for k, v in run.baseline_top1.items() if v is not None})
+        run.details.setdefault("floor_hit", sorted(set(run.floor_hit)))
+        run.details["config"] = config_settings(self.config)
+        return PruneResult(self.name, final, dict(run.widths0), {k: widths1.get(k, v) for k, v in run.widths0.items()},
+                           baseline, summarize(final, run.x, latency=False), list(run.records), run.details)
+
     # ---- the loop -------------------------------------------------------------------------------------------
     def execute(self, run: MethodRun, model: nn.Module) -> nn.Module:
         c = self.config
+        ranks = getattr(self, "_ranks", None) or _Ranks(distributed.DistInfo())
+        ranks.barrier()  # rank 0 has discarded an earlier run (restart) before any rank reads the folder
         run.set_baseline(model)
-        cost, lut_metrics = self.cost_model(run, model)
+        cost, lut_metrics = ranks.main(run, ["lut"] if c.resource == "latency" else [],
+                                       lambda: self.cost_model(run, model))
         graph0 = cost.graph
-        backend = self.backend(run) if c.measure_family else None
+        backend = self.backend(run) if c.measure_family and ranks.is_main else None
         names = [g.name for g in graph0.prunable_groups if g.name not in c.protected]
         step = {n: graph0.group(n).round_to(c.round_to) for n in names}
         floors = channel_floors(graph0, min_keep=c.min_keep, min_channels=c.min_channels, names=names)
@@ -241,13 +292,13 @@ class NetAdapt(Method):
                 out["macs"] = graph0.macs(widths)
             return out
 
-        model = run.transform("iter00", model, lambda m: record(0, m, {}), kind="iteration", parent="lut"
-                              if c.resource == "latency" else None,
-                              settings={"resource": c.resource, "r0": r0})
+        model = ranks.main(run, ["iter00"], lambda: run.transform(
+            "iter00", model, lambda m: record(0, m, {}), kind="iteration",
+            parent="lut" if c.resource == "latency" else None, settings={"resource": c.resource, "r0": r0}))
         family = [run.last_metrics()]
         parent = "iter00"
         res, acc = cost(widths), family[0]["val_top1"]
-        steps_cfg = self._short_term(run)
+        steps_cfg = self._short_term(run, ranks)
         run.details.update(resource=c.resource, r0=r0, budget=budget, selection=c.selection, stopped="budget")
         i = 0
         while res > budget:
@@ -258,28 +309,33 @@ class NetAdapt(Method):
             target = iteration_target(res, r0, i, c.init_reduction, c.decay)
             if c.clip_to_budget:
                 target = max(target, budget)
-            best = None  # (key, index, stage, model)
-            proposals = []
+            todo = []  # (proposal, widths, stage): one per group that can shrink, in group order
             for k, n in enumerate(names):
                 if widths[n] <= low[n]:
                     continue  # at its floor
                 w = largest_width(cost, widths, n, target, low=low[n], step=step[n])
                 meets = w is not None
                 w = low[n] if w is None else w
-                if w >= widths[n]:
-                    continue
-                new = {**widths, n: w}
-                stage = f"iter{i:02d}-p{k:02d}"
-                pm = self._proposal(run, model, stage, parent, n, w, new, steps_cfg, i)
-                p = {"group": n, "width": w, "resource": cost(new), "meets_target": meets,
-                     "val_top1": run.last_metrics()["val_top1"], "stage": stage}
-                proposals.append(p)
+                if w < widths[n]:
+                    new = {**widths, n: w}
+                    todo.append(({"group": n, "width": w, "resource": cost(new), "meets_target": meets}, new,
+                                 f"iter{i:02d}-p{k:02d}"))
+            # this rank's share first (all of them in one process), then the others' once they are on disk
+            order = [j for j in range(len(todo)) if ranks.owns(j)] + [j for j in range(len(todo)) if not ranks.owns(j)]
+            best = None  # (key, index, model): the first proposal with the highest key
+            for j in order:
+                p, new, stage = todo[j]
+                if not ranks.owns(j):
+                    ranks.wait(run, [stage])
+                pm = self._proposal(run, model, stage, parent, p["group"], p["width"], new, steps_cfg, i)
+                p.update(val_top1=run.last_metrics()["val_top1"], stage=stage)
                 if select_proposal([p], c.selection, acc, res) is not None:
-                    key = (proposal_score(c.selection, p["val_top1"], p["resource"], acc, res), -p["resource"])
+                    key = (proposal_score(c.selection, p["val_top1"], p["resource"], acc, res), -p["resource"], -j)
                     if best is None or key > best[0]:
-                        best = (key, len(proposals) - 1, stage, pm)
-                else:
-                    del pm
+                        best = (key, j, pm)
+                del pm
+            proposals = [p for p, _, _ in todo]
+            ranks.agree(f"iteration {i}", [proposals, best[1] if best else None])
             if best is None:
                 run.details["stopped"] = f"iteration {i}: no group can shrink further (all at their floors)"
                 run.log(f"NetAdapt: {run.details['stopped']}")
@@ -292,8 +348,9 @@ class NetAdapt(Method):
             widths = {**widths, chosen["group"]: chosen["width"]}
             extra = {"group": chosen["group"], "width": chosen["width"], "target": target,
                      "proposals": proposals}
-            model = run.transform(f"iter{i:02d}", best[3], lambda m: record(i, m, extra), kind="iteration",
-                                  parent=best[2], settings={"chosen": best[2]})
+            model = ranks.main(run, [f"iter{i:02d}"], lambda: run.transform(
+                f"iter{i:02d}", best[2], lambda m: record(i, m, extra), kind="iteration", parent=chosen["stage"],
+                settings={"chosen": chosen["stage"]}))
             family.append(run.last_metrics())
             parent = f"iter{i:02d}"
             res, acc = cost(widths), family[-1]["val_top1"]
@@ -310,27 +367,34 @@ class NetAdapt(Method):
                                   "constant_ms": lut_metrics["table"]["constant_ms"],
                                   "identity": lut_metrics["table"]["identity"],
                                   "check": lut_metrics.get("check")}
-            (run.out / "lut.json").write_text(_json(lut_metrics))
             check = lut_metrics.get("check")
-            if check and check["configs"]:
-                errs = [100 * (x["predicted"] - x["measured"]) / x["measured"] for x in check["configs"]]
-                run.plot_histograms("lut_error_hist.png", {"random width configurations": errs},
-                                    title="LUT prediction error vs direct measurement", xlabel="error (%)")
-        uniform = self._uniform(run, graph0, cost, r0, family, steps_cfg, measured) if c.uniform_points else []
+            if ranks.is_main:
+                (run.out / "lut.json").write_text(_json(lut_metrics))
+                if check and check["configs"]:
+                    errs = [100 * (x["predicted"] - x["measured"]) / x["measured"] for x in check["configs"]]
+                    run.plot_histograms("lut_error_hist.png", {"random width configurations": errs},
+                                        title="LUT prediction error vs direct measurement", xlabel="error (%)")
+        uniform = []
+        if c.uniform_points and len(family) >= 2:
+            uniform = ranks.main(run, [f"uniform{j}" for j in range(1, c.uniform_points + 1)],
+                                 lambda: self._uniform(run, graph0, cost, r0, family, steps_cfg, measured))
         run.details["uniform"] = uniform
-        self._plot(run, family, uniform)
+        if ranks.is_main:
+            self._plot(run, family, uniform)
         if c.long_term is not None:
-            model = run.train("long-term", model, c.long_term, parent=parent, data_offset=1000 * (c.max_iters + 1))
+            model = ranks.main(run, ["long-term"], lambda: run.train(
+                "long-term", model, c.long_term, parent=parent, data_offset=1000 * (c.max_iters + 1)))
         return model
 
     # ---- pieces ---------------------------------------------------------------------------------------------
-    def _short_term(self, run: MethodRun) -> TrainConfig | None:
+    def _short_term(self, run: MethodRun, ranks: _Ranks) -> TrainConfig | None:
         c = self.config
         if c.short_term is None:
             return None
         n = max(1, len(run.data.train))
         return TrainConfig.from_dict({**c.short_term.to_dict(), "epochs": math.ceil(c.short_term_steps / n),
-                                      "milestones": None, "max_steps": c.short_term_steps})
+                                      "milestones": None, "max_steps": c.short_term_steps,
+                                      "progress": c.short_term.progress and ranks.is_main})
 
     def _prune(self, run: MethodRun, parent: nn.Module, widths: Mapping[str, int]) -> nn.Module:
         m = copy.deepcopy(parent).cpu()
@@ -417,6 +481,66 @@ class NetAdapt(Method):
         fig.savefig(path, dpi=120)
         plt.close(fig)
         run.artifacts["family_png"] = str(path)
+
+
+T = TypeVar("T")
+
+
+class _Ranks:
+    """How the processes of a torchrun launch share one run (one process: it is rank 0 and owns everything).
+
+    Proposal ``j`` of an iteration (in group order) is trained by rank ``j % N``; every other stage (the LUT,
+    each iteration's network, the uniform points, the long-term fine-tune) by rank 0. The run folder is the
+    exchange: a rank waits for a stage it does not run until the stage's ``record.json`` exists, then makes
+    the same pipeline call, which finds the stage done and loads it — so every rank holds the same records and
+    fingerprints. Waiting polls the folder: no time limit (a stage may take hours; torchrun stops every rank
+    when one fails), unlike a collective. After each iteration the ranks check that they chose alike."""
+
+    POLL_S = 0.1
+
+    def __init__(self, info: distributed.DistInfo):
+        self.rank, self.world, self.local_rank = info.rank, info.world_size, info.local_rank
+
+    @property
+    def parallel(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def owns(self, j: int) -> bool:
+        return j % self.world == self.rank
+
+    def wait(self, run: MethodRun, stages: Iterable[str]) -> None:
+        pending = [s for s in stages if not run.pipe.is_done(s)]
+        t0 = last = time.monotonic()
+        while pending:
+            time.sleep(self.POLL_S)
+            pending = [s for s in pending if not run.pipe.is_done(s)]
+            if pending and time.monotonic() - last > 600:
+                last = time.monotonic()
+                run.log(f"waiting for stage(s) {', '.join(pending)} ({(last - t0) / 60:.0f} min)")
+
+    def main(self, run: MethodRun, stages: list[str], fn: Callable[[], T]) -> T:
+        """``fn()`` (pipeline stages named ``stages``) on rank 0; on the others once rank 0 has done them."""
+        if not self.is_main:
+            self.wait(run, stages)
+        return fn()
+
+    def barrier(self) -> None:
+        if self.parallel:
+            torch_dist.barrier()
+
+    def agree(self, what: str, value: Any) -> None:
+        """Raise unless every rank holds the same ``value`` (one all_gather_object)."""
+        if not self.parallel:
+            return
+        got: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(got, value)
+        if any(g != got[0] for g in got[1:]):
+            raise RuntimeError(f"NetAdapt ranks disagree on {what}: {got} (the ranks must see the same data "
+                               "and settings: the full, unsharded loaders on every rank)")
 
 
 def _example(run: MethodRun, backend) -> Any:

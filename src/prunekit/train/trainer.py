@@ -182,6 +182,11 @@ class Trainer:
     label_smoothing=config.label_smoothing)``; it runs under autocast and gets the model's raw output. Train
     accuracy is counted from ``outputs`` (or its first element when it is a tuple/list) when the targets are
     class indices.
+
+    Launched by torchrun, the Trainer trains with DDP across the process group (each rank on its own shard of
+    the data). Built inside ``with prunekit.train.distributed.local():`` it trains in this process alone — no
+    DDP, no reduction of metrics, evaluation or stop requests with the other ranks, its own checkpoint — so
+    every rank can train a different model at the same time (NetAdapt's proposals).
     """
 
     def __init__(self, model: nn.Module, train_loader: Iterable, val_loader: Iterable | None = None, *,
@@ -264,11 +269,20 @@ class Trainer:
             step_seed(self.config.seed, self.global_step, stream))
 
     def evaluate(self, loader: Iterable) -> EvalResult:
-        return evaluate(self.model, loader, device=self.device, precision=self.precision,
-                        channels_last=self.config.channels_last)
+        with self._scope():
+            return evaluate(self.model, loader, device=self.device, precision=self.precision,
+                            channels_last=self.config.channels_last)
 
     def fit(self) -> FitResult:
         """Train for ``config.epochs`` (continuing from the checkpoint when ``config.resume``)."""
+        with self._scope():
+            return self._fit()
+
+    def _scope(self):
+        """A Trainer built alone (not distributed, or inside ``distributed.local()``) stays alone."""
+        return contextlib.nullcontext() if self.dist.enabled else dist_utils.local()
+
+    def _fit(self) -> FitResult:
         c = self.config
         seed_everything(c.seed + self.dist.rank)
         self.callbacks.on_fit_start(self)
