@@ -23,6 +23,20 @@ look-up table measured on the target, keeping the proposal that loses the least 
   accuracy/latency curve can be taken afterwards. Each proposal and each iteration is a pipeline stage
   (proposals branch from their iteration's network and store only their weights), so a killed run resumes
   mid-iteration.
+- **Processes.** Under ``torchrun --nproc_per_node N -m prunekit prune netadapt ...`` (or ``NetAdapt.run`` in
+  every process of a torchrun launch; NetAdapt joins the process group, gloo) the proposals of an iteration are
+  shared: proposal ``j`` (in group order) is fine-tuned and evaluated by rank ``j % N`` alone — a plain
+  single-process fine-tune (``prunekit.train.distributed.local``: no DDP, no reduction with the other ranks) on
+  ``cuda:LOCAL_RANK`` (GPUs shared round-robin when there are fewer than N) or the CPU. The proposal stages in the
+  run folder are the exchange (the folder must be shared by all ranks: one machine or a shared file system):
+  each rank loads the others' once written, every rank selects alike (checked with ``all_gather_object``), and
+  the family and widths are those of a one-process run with the same seed. Rank 0 alone runs everything else —
+  the LUT, each iteration's network (and its measurement, while the others wait), the uniform points, the
+  long-term fine-tune (single-process: to fine-tune the result with DDP, ``torchrun ... prunekit train --init
+  <run>/model.safetensors``) — and writes the report; ranks > 0 return the same model and details with summaries
+  of counts. Every rank needs the full (unsharded) loaders, as ``prunekit prune`` builds them. Stages do not
+  depend on N: a killed parallel run resumes (finished proposals are loaded, an interrupted one continues from
+  its checkpoint) with any number of processes, one included.
 
 Report: ``family.png`` (validation accuracy vs measured latency of every iteration, with uniformly pruned
 networks of the same predicted latencies, each given one short-term fine-tune), ``lut_error_hist.png``,
