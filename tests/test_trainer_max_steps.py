@@ -106,3 +106,18 @@ def test_invalid(bad):
 def test_unset_is_not_part_of_stage_fingerprints():
     assert "max_steps" not in train_settings(TrainConfig())
     assert train_settings(TrainConfig(max_steps=5))["max_steps"] == 5
+
+
+def test_cli_train_max_steps(tmp_path):
+    from _cli import run_cli
+
+    out = tmp_path / "run"
+    r = run_cli("train", "--model", "smallcnn", "--data", "digits", "--epochs", "3", "--batch-size", "64",
+                "--max-steps", "5", "--device", "cpu", "--no-progress", "-o", str(out))
+    assert r.returncode == 0, r.stderr[-3000:]
+    ckpt = load_checkpoint(out / "last.ckpt")
+    assert ckpt["global_step"] == 5 and ckpt["config"]["max_steps"] == 5 and len(ckpt["history"]) == 1
+    bad = run_cli("train", "--model", "smallcnn", "--max-steps", "0", "-o", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "--max-steps 0 must be >= 1" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
+    assert not (tmp_path / "bad").exists()

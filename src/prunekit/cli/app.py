@@ -77,6 +77,9 @@ def train_cmd(
                                                          "[default: 0]."),
     train_subset: Optional[int] = typer.Option(None, help="Use only N training images (quick runs)."),
     steps_per_epoch: Optional[int] = typer.Option(None, help="Cap batches per epoch (quick runs)."),
+    max_steps: Optional[int] = typer.Option(None, help="Stop after N optimizer steps in all (the epoch it falls in "
+                                                       "ends there; the lr schedule stays that of --epochs, so the "
+                                                       "run is the prefix of the longer one) [default: no limit]."),
     seed: Optional[int] = typer.Option(None, help="Seed of weights, data order and augmentation [default: 0]."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     resume: bool = typer.Option(False, help="Continue from OUTPUT/last.ckpt."),
@@ -98,6 +101,8 @@ def train_cmd(
         if threads < 1:
             raise ConfigError(f"--threads {threads} must be >= 1")
         torch.set_num_threads(threads)
+    if max_steps is not None and max_steps < 1:
+        raise ConfigError(f"--max-steps {max_steps} must be >= 1")
     if init is not None and not init.is_file():
         raise ConfigError(f"--init {str(init)!r} does not exist")
     if resume and not (output / "last.ckpt").is_file():
@@ -107,7 +112,7 @@ def train_cmd(
     train_over = dict(epochs=epochs, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                       schedule=schedule, warmup_epochs=warmup_epochs, label_smoothing=label_smoothing,
                       precision=precision, channels_last=channels_last, steps_per_epoch=steps_per_epoch,
-                      seed=seed, tensorboard=tensorboard or None, progress=progress,
+                      max_steps=max_steps, seed=seed, tensorboard=tensorboard or None, progress=progress,
                       milestones=_int_list(milestones, "--milestones"),
                       checkpoint_dir=output, resume=resume)
     model_args = {**rc.get("model_args", {}), **parse_kv(model_arg, "--model-arg")}
