@@ -30,7 +30,7 @@ _LAZY = {
     "Widths": ("prunekit.planning", "Widths"), "apply_widths": ("prunekit.planning", "apply_widths"),
     "prune": ("prunekit.planning", "prune"),
     "export_onnx": ("prunekit.io", "export_onnx"), "for_inference": ("prunekit.io", "for_inference"),
-    "load": ("prunekit.io", "load"), "save": ("prunekit.io", "save"),
+    "load": ("prunekit.planning.archive", "load"), "save": ("prunekit.planning.archive", "save"),
     "Trainer": ("prunekit.train", "Trainer"), "TrainConfig": ("prunekit.train", "TrainConfig"),
 }
 

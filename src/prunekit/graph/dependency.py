@@ -16,7 +16,7 @@ from prunekit.graph.builder import Core
 from prunekit.graph.group import ChannelGroup, GroupMember
 from prunekit.graph.plan import LayerResize, PruningPlan, SetAttr, TensorSlice
 from prunekit.graph.surgery import surgery_for
-from prunekit.graph.trace import analyse
+from prunekit.graph.trace import TRACERS, analyse
 
 Inputs = torch.Tensor | tuple[torch.Tensor, ...]
 KeepRule = str | Mapping[str, torch.Tensor] | Callable[["DependencyGraph", ChannelGroup], torch.Tensor]
@@ -76,12 +76,20 @@ class DependencyGraph:
     ``leaf_modules``: layers to keep opaque, as types or qualified names (their channels become unprunable;
     a Conv/Linear subclass kept whole is analysed as its base layer). Conv/Linear subclasses whose forward fx
     cannot trace are kept whole automatically (with a warning); any other trace failure raises GraphError
-    naming the module and the source line. Building never modifies the model (parameters, buffers, flags).
+    naming the module and the source line. ``tracer``: ``"auto"`` (default: torch.fx symbolic tracing, and
+    where it fails — Python control flow on shapes, ``list(x.chunk(2, 1))``, shape checks in a detection head —
+    fx tracing that also runs each op on ``example_inputs`` and follows their path: ``"concrete"``), or either
+    forced; ``graph.tracer`` names the one used. A concrete graph is specialised on the example's shapes
+    (build it with the input size you deploy). ``pin_outputs=False`` lets the channels of the model's outputs
+    shrink too (outputs that carry intermediate feature maps, e.g. a detection head that also returns its
+    input maps: the caller must accept their new channel counts). Building never modifies the model
+    (parameters, buffers, flags, attributes).
     After ``prune_groups``/``apply_widths`` the graph describes the pruned model (group names stay; sizes
     shrink).
     """
 
-    def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type | str] = ()):
+    def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type | str] = (),
+                 tracer: str = "auto", pin_outputs: bool = True):
         self.model = model
         self.example_inputs = _as_tuple(example_inputs)
         leaf_modules = list(leaf_modules)
@@ -89,8 +97,12 @@ class DependencyGraph:
                                                                      and issubclass(x, nn.Module)))]
         if bad:
             raise ConfigError(f"leaf_modules takes nn.Module types or qualified module names, got {bad[:3]!r}")
-        self._core: Core = analyse(model, self.example_inputs, tuple(x for x in leaf_modules if isinstance(x, type)),
-                                   [x for x in leaf_modules if isinstance(x, str)])
+        if tracer not in TRACERS:
+            raise ConfigError(f"tracer must be one of {', '.join(TRACERS)}, got {tracer!r}")
+        self._core: Core
+        self._core, self.tracer = analyse(model, self.example_inputs,
+                                          tuple(x for x in leaf_modules if isinstance(x, type)),
+                                          [x for x in leaf_modules if isinstance(x, str)], tracer, pin_outputs)
         self._derive()
 
     # ---- structure ---------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ the training flags are restored.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.fx
@@ -66,6 +66,151 @@ class _Tracer(torch.fx.Tracer):
             raise
         finally:
             self._stack.pop()
+
+
+_MISSING = object()
+
+
+class _ConcreteProxy(torch.fx.Proxy):
+    """A proxy that also knows the value its node takes on the example inputs, so Python can branch on it.
+
+    ``bool``, ``len``, iteration, ``int``/``float``/``index`` use that value (the trace is specialised on it,
+    like ``torch.export`` specialises on the example's shapes); branching on a *tensor's* values is refused
+    (that is data-dependent: the graph would silently be right for this input only)."""
+
+    def _value(self, use: str) -> Any:
+        value = self.tracer.values.get(self.node, _MISSING)  # type: ignore[attr-defined]
+        if value is _MISSING:
+            raise torch.fx.proxy.TraceError(
+                f"{use} of '{self.node.name}' needs its value on the example inputs, which could not be computed")
+        if use == "bool" and isinstance(value, torch.Tensor):
+            raise torch.fx.proxy.TraceError(
+                f"control flow on the values of tensor '{self.node.name}' (data-dependent: not traceable)")
+        return value
+
+    def __bool__(self) -> bool:
+        return bool(self._value("bool"))
+
+    def __len__(self) -> int:
+        return len(self._value("len"))
+
+    def __iter__(self) -> Iterator[torch.fx.Proxy]:
+        return iter([self[i] for i in range(len(self._value("iteration")))])
+
+    def __int__(self) -> int:
+        return int(self._value("int()"))
+
+    def __float__(self) -> float:
+        return float(self._value("float()"))
+
+    def __index__(self) -> int:
+        import operator
+        return operator.index(self._value("index"))
+
+    def __getattr__(self, name: str) -> torch.fx.Proxy:
+        return _ConcreteAttribute(self, name)
+
+
+class _ConcreteAttribute(_ConcreteProxy, torch.fx.proxy.Attribute):
+    pass
+
+
+class _ConcreteTracer(_Tracer):
+    """fx tracing that runs every recorded op on the example inputs as it goes (``values``: node -> value), so
+    Python control flow on shapes and counts (``list(x.chunk(2, 1))``, ``if self.shape != x.shape``, ``for s in
+    self.stride``) follows the example's path. Values are computed with tracing paused (module calls and
+    parameter reads inside run for real, record nothing); a value that cannot be computed is only an error
+    where control flow needs it."""
+
+    def __init__(self, inputs: Sequence[torch.Tensor], leaf_types: tuple[type, ...],
+                 leaf_names: frozenset[str] = frozenset(), meta: bool = True):
+        super().__init__(leaf_types, leaf_names)
+        self.values: dict[torch.fx.Node, Any] = {}
+        self.meta = meta
+        self._inputs = [_to_meta(x) for x in inputs] if meta else list(inputs)
+        self._meta_state: dict[str, dict[str, torch.Tensor]] = {}
+        self._paused = 0
+
+    def call_module(self, m: nn.Module, forward, args, kwargs):
+        if self._paused:
+            return forward(*args, **kwargs)
+        return super().call_module(m, forward, args, kwargs)
+
+    def getattr(self, attr: str, attr_val: Any, parameter_proxy_cache: dict[str, Any]) -> Any:
+        if self._paused:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
+
+    def proxy(self, node: torch.fx.Node) -> torch.fx.Proxy:
+        return _ConcreteProxy(node, self)
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None) -> torch.fx.Node:
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        self.values[node] = self._compute(node)
+        return node
+
+    def _compute(self, node: torch.fx.Node) -> Any:
+        if node.op == "placeholder":
+            target = str(node.target)
+            if target.startswith("**"):
+                return {}
+            if target.startswith("*"):
+                return ()
+            return self._inputs.pop(0) if self._inputs else (node.args[0] if node.args else _MISSING)
+        if node.op == "output":
+            return _MISSING
+        missing = False
+
+        def value(n: torch.fx.Node) -> Any:
+            nonlocal missing
+            v = self.values.get(n, _MISSING)
+            missing = missing or v is _MISSING
+            return v
+        args, kwargs = map_arg(node.args, value), map_arg(node.kwargs, value)
+        if missing:
+            return _MISSING
+        self._paused += 1
+        try:
+            with torch.no_grad():
+                return self._run(node, args, kwargs, self.meta)
+        except Exception:  # noqa: BLE001 - a value that cannot be computed only matters where it is needed
+            if not self.meta or node.op == "call_module":
+                return _MISSING
+            return self._run_materialised(node, args, kwargs)
+        finally:
+            self._paused -= 1
+
+    def _run(self, node: torch.fx.Node, args: tuple, kwargs: dict, meta: bool) -> Any:
+        if node.op == "get_attr":
+            v: Any = self.root
+            for part in str(node.target).split("."):
+                v = getattr(v, part)
+            return _to_meta(v) if meta else v
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        module = self.root.get_submodule(node.target)
+        if meta:
+            return _meta_call(module, node.target, args, kwargs, self._meta_state)
+        return module(*args, **kwargs)
+
+    def _run_materialised(self, node: torch.fx.Node, args: tuple, kwargs: dict) -> Any:
+        """An op meta tensors cannot run (``x.new_full(size, fill_tensor)`` reads ``fill_tensor.item()``): run
+        it on zeros of the same shapes and keep the result's shape only. Only tensor results are kept: a
+        Python number computed from zeros would steer control flow wrongly (it stays unknown)."""
+        def real(x: Any) -> Any:
+            return torch.zeros(x.shape, dtype=x.dtype) if isinstance(x, torch.Tensor) and x.is_meta else x
+        try:
+            with torch.no_grad():
+                out = self._run(node, map_aggregate(args, real), map_aggregate(kwargs, real), False)
+        except Exception:  # noqa: BLE001
+            return _MISSING
+        leaves: list[Any] = []
+        map_aggregate(out, leaves.append)
+        if not leaves or not all(isinstance(x, torch.Tensor) for x in leaves):
+            return _MISSING
+        return _to_meta(out)
 
 
 def _user_line(exc: BaseException) -> str | None:
@@ -135,21 +280,59 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
             m.training = flag
 
 
-def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = ()
-          ) -> list[tuple[torch.fx.Graph, dict[str, Any]]]:
+@contextmanager
+def _kept_attributes(model: nn.Module) -> Iterator[None]:
+    """Undo attribute assignments that a forward makes on its modules while it is traced (``self.anchors =
+    ...`` would otherwise leave a proxy behind). fx's lifted tensor constants (``_tensor_constant*`` on the
+    root) are left for the caller, which takes them off the model."""
+    saved = [(m, dict(vars(m))) for m in model.modules()]
+    try:
+        yield
+    finally:
+        for m, attrs in saved:
+            now = vars(m)
+            lifted = ("_tensor_constant", "_param_constant") if m is model else ()
+            for key in [k for k in now if k not in attrs and not (lifted and k.startswith(lifted))]:
+                del now[key]
+            for key, value in attrs.items():
+                if now.get(key, _MISSING) is not value:
+                    now[key] = value
+
+
+TRACERS = ("auto", "fx", "concrete")
+
+
+def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (), *,
+          tracer: str = "fx", inputs: Sequence[torch.Tensor] | None = None, used: list[str] | None = None,
+          real_values: bool = False) -> list[tuple[torch.fx.Graph, dict[str, Any], dict | None, bool]]:
     """fx graphs of ``model``'s eval-mode forward and, if it differs, its train-mode forward.
 
-    Returns ``[(graph, constants)]``: ``constants`` holds the tensor literals fx lifted out of the forward (fx
-    parks them on the traced module; they are taken back off the user's model here). A Conv/Linear subclass
+    ``tracer``: ``"fx"`` (symbolic), ``"concrete"`` (fx that also runs each op on ``inputs`` so Python control
+    flow on shapes follows the example's path: see ``_ConcreteTracer``) or ``"auto"`` (fx; concrete only if fx
+    fails). ``used``, if given, receives the name of the tracer that produced the graphs. The concrete tracer
+    computes values on meta tensors (shapes only) and, where the control flow needs a value that meta tensors
+    cannot give (``.item()``), or with ``real_values``, on the real inputs.
+
+    Returns ``[(graph, constants, values, meta)]``: ``constants`` holds the tensor literals fx lifted out of the forward
+    (fx parks them on the traced module; they are taken back off the user's model here); ``values`` the concrete
+    tracer's node values (None for fx), on meta tensors if ``meta``. A Conv/Linear subclass
     whose own forward fx cannot trace (timm's ``Conv2dSame`` computes its padding with ``math.ceil`` on the
     input's shape) is kept whole and analysed as its base layer, with a warning, if its weights have the
     base layer's layout; any other failure raises GraphError naming the module and the source line.
     """
+    if tracer not in TRACERS:
+        raise ValueError(f"tracer must be one of {', '.join(TRACERS)}, got {tracer!r}")
+    if tracer != "fx" and inputs is None:
+        raise ValueError(f"tracer={tracer!r} needs the example inputs")
     leaf_names = set(leaf_names)
     auto: list[str] = []
+    stages = (["fx"] if tracer != "concrete" else []) + \
+        ([] if tracer == "fx" else ["concrete"] if real_values else ["concrete-meta", "concrete"])
+    use = stages.pop(0)
     while True:
         try:
-            graphs = _trace_modes(model, leaf_types, frozenset(leaf_names))
+            graphs = _trace_modes(model, leaf_types, frozenset(leaf_names), None if use == "fx" else inputs,
+                                  meta=use == "concrete-meta")
         except _TraceFailed as failed:
             where = failed.where
             if _keep_whole(where, leaf_names):
@@ -159,8 +342,18 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Itera
                 leaf_names.update(n for n, _ in same)
                 auto.extend(f"'{n}' ({_type_name(m)})" for n, m in same)
                 continue
+            if use == "fx":
+                first = failed.error
+            if stages:
+                use = stages.pop(0)
+                continue
+            if tracer == "auto":
+                raise GraphError(f"{first} The concrete tracer (tried next: control flow specialised on the "
+                                 f"example inputs) failed too: {failed.error}") from failed.error.__cause__
             raise failed.error from failed.error.__cause__
         break
+    if used is not None:
+        used.append(use.partition("-")[0])
     if auto:
         import warnings
         warnings.warn(f"prunekit: fx could not trace the forward of {', '.join(auto[:5])}"
@@ -185,14 +378,17 @@ class _TraceFailed(Exception):
         self.error, self.where = error, where
 
 
-def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: frozenset[str]
-                 ) -> list[tuple[torch.fx.Graph, dict[str, Any]]]:
+def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
+                 inputs: Sequence[torch.Tensor] | None = None, meta: bool = False
+                 ) -> list[tuple[torch.fx.Graph, dict[str, Any], dict | None, bool]]:
+    """Trace eval and train mode (fx, or concrete on ``inputs``: values on meta tensors if ``meta``)."""
     graphs = []
     for training in (False, True):
-        tracer = _Tracer(leaf_types, leaf_names)
+        tracer = _Tracer(leaf_types, leaf_names) if inputs is None else _ConcreteTracer(inputs, leaf_types,
+                                                                                        leaf_names, meta)
         before = set(vars(model))
         try:
-            with _mode(model, training), scratch_buffers(model):
+            with _mode(model, training), scratch_buffers(model), _kept_attributes(model):
                 graph = tracer.trace(model)
         except Exception as exc:  # noqa: BLE001 - fx raises many types
             if training and graphs and not _keep_whole(tracer.failed_in, leaf_names):
@@ -205,7 +401,8 @@ def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: fro
             line = _user_line(exc)
             at = f" at {line}" if line else ""
             error = GraphError(
-                f"torch.fx could not trace {type(model).__name__} ({'train' if training else 'eval'} mode)"
+                f"torch.fx{' (concrete)' if inputs is not None else ''} could not trace {type(model).__name__} "
+                f"({'train' if training else 'eval'} mode)"
                 f"{inside}{at}: {type(exc).__name__}: {exc}. prunekit needs an fx-traceable forward (no Python "
                 "control flow on tensor values or shapes); declare the offending submodules leaves with "
                 "leaf_modules=[type or qualified name] (their channels become unprunable).")
@@ -219,7 +416,7 @@ def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: fro
             delattr(model, attr)
         if graphs and str(graph) == str(graphs[0][0]):
             break
-        graphs.append((graph, consts))
+        graphs.append((graph, consts, getattr(tracer, "values", None), meta))
     return graphs
 
 
@@ -275,7 +472,9 @@ def _meta_call(module: nn.Module, name: str, args: tuple, kwargs: dict, cache: d
 
 
 def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Sequence[torch.Tensor],
-          meta: bool) -> None:
+          meta: bool, values: Mapping[torch.fx.Node, Any] | None = None, pin_outputs: bool = True) -> None:
+    """Run the rules over ``graph``, computing every node's value (on meta tensors if ``meta``) unless the
+    concrete tracer already holds it in ``values``."""
     model = b.model
     modules = dict(model.named_modules())
     meta_state: dict[str, dict[str, torch.Tensor]] = {}
@@ -286,6 +485,10 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
         op = node.op
         lab = None
         if op == "placeholder":
+            if str(node.target).startswith("*"):  # *args / **kwargs of forward: nothing beyond example_inputs
+                env[node] = {} if str(node.target).startswith("**") else ()
+                labels[node] = None
+                continue
             if n_in < len(inputs):
                 value = inputs[n_in]
             elif node.args:
@@ -306,16 +509,18 @@ def _walk(b: Builder, graph: torch.fx.Graph, consts: dict[str, Any], inputs: Seq
                     lab = {d: b.param_dim_ids(target, d, s) for d, s in enumerate(value.shape) if s > 1} or None
             value = _to_meta(value) if meta else value
         elif op == "output":
-            out_labels = map_arg(node.args[0], lambda n: labels.get(n))
-            b.pin_labels(out_labels, "model output")
+            if pin_outputs:
+                b.pin_labels(map_arg(node.args[0], lambda n: labels.get(n)), "model output")
             continue
         else:
             args = map_arg(node.args, env.__getitem__)
             kwargs = map_arg(node.kwargs, env.__getitem__)
-            module = None
+            module = modules[node.target] if op == "call_module" else None
+            known = values.get(node, _MISSING) if values is not None else _MISSING
             try:
-                if op == "call_module":
-                    module = modules[node.target]
+                if known is not _MISSING:
+                    value = known
+                elif op == "call_module":
                     if meta:
                         value = _meta_call(module, node.target, args, kwargs, meta_state)
                     else:
@@ -386,11 +591,23 @@ def _pin_sizes(b: Builder, call: Call, labels: Any) -> None:
 
 
 def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tuple[type, ...] = (),
-            leaf_names: Iterable[str] = ()) -> Core:
-    """Trace ``model`` and run every rule; returns the class-level core of the dependency graph."""
-    graphs = trace(model, leaf_types, leaf_names)
+            leaf_names: Iterable[str] = (), tracer: str = "auto", pin_outputs: bool = True) -> tuple[Core, str]:
+    """Trace ``model`` (``tracer`` as in ``trace``) and run every rule; returns the class-level core of the
+    dependency graph and the name of the tracer used. ``pin_outputs``: the channels of the model's outputs keep
+    their count (False: they may shrink too)."""
+    used: list[str] = []
+    graphs = trace(model, leaf_types, leaf_names, tracer=tracer, inputs=inputs, used=used)
     try:
-        return _analyse(model, inputs, graphs)
+        return _analyse_graphs(model, inputs, graphs, pin_outputs), used[0]
+    except _MetaRunFailed:  # a concrete graph traced on meta values has an op meta tensors cannot run
+        graphs = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=True)
+        return _analyse_graphs(model, inputs, graphs, pin_outputs), "concrete"
+
+
+def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool = True
+                    ) -> Core:
+    try:
+        return _analyse(model, inputs, graphs, pin_outputs)
     except GraphError as exc:
         if len(graphs) == 1:
             raise
@@ -398,19 +615,22 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
         warnings.warn(f"prunekit: the train-mode graph of {type(model).__name__} does not run on example_inputs "
                       f"({exc}); only the eval-mode graph is analysed (train-only branches such as auxiliary "
                       "heads may break after pruning: give example_inputs of the training size)", stacklevel=3)
-        return _analyse(model, inputs, graphs[:1])
+        return _analyse(model, inputs, graphs[:1], pin_outputs)
 
 
-def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list) -> Core:
+def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool) -> Core:
     batch = int(inputs[0].shape[0]) if inputs[0].ndim else 1
+    concrete = graphs[0][2] is not None  # values known: walk once, computing only what the tracer could not
     for meta in (True, False):
         b = Builder(model, batch)
         try:
             with _mode(model, False), torch.no_grad(), scratch_buffers(model):
-                for i, (graph, consts) in enumerate(graphs):
+                for i, (graph, consts, values, meta_values) in enumerate(graphs):
                     b.record_layers = i == 0
-                    _walk(b, graph, consts, inputs, meta)
+                    _walk(b, graph, consts, inputs, meta_values if concrete else meta, values, pin_outputs)
         except _MetaRunFailed:
+            if concrete:
+                raise
             continue
         return b.finalize()
     raise AssertionError("unreachable")

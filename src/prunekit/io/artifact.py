@@ -42,6 +42,13 @@ _KINDS = ("parameter", "buffer", "buffer_np", "constant")
 
 ExampleInputs = torch.Tensor | Sequence[torch.Tensor]
 
+WIDTHS_FORMAT_NAME = "prunekit.widths"
+WIDTHS_FORMAT = f"{WIDTHS_FORMAT_NAME}/1"
+
+
+class WidthsFileError(CodecError):
+    """The file is a widths file (architecture not included)."""
+
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, example_inputs: ExampleInputs | None = None,
          metadata: Mapping[str, Any] | None = None) -> Path:
@@ -283,12 +290,16 @@ def build_model(header: Mapping[str, Any], tensors: Mapping[str, torch.Tensor]) 
     return gm
 
 
-def _check_format(fmt: Any) -> None:
-    match = re.fullmatch(rf"{re.escape(FORMAT_NAME)}/(\d+)", fmt) if isinstance(fmt, str) else None
+def _check_format(fmt: Any, expected: str = FORMAT) -> None:
+    name, _, version = expected.partition("/")
+    match = re.fullmatch(rf"{re.escape(name)}/(\d+)", fmt) if isinstance(fmt, str) else None
     if match is None:
-        raise CodecError(f"unknown format {fmt!r} (expected {FORMAT!r})")
-    if int(match.group(1)) > FORMAT_VERSION:
-        raise CodecError(f"written in format {fmt}, newer than this prunekit reads ({FORMAT}): upgrade prunekit")
+        if expected == FORMAT and isinstance(fmt, str) and fmt.startswith(WIDTHS_FORMAT_NAME + "/"):
+            raise WidthsFileError("it holds widths and weights, not the architecture: rebuild it from its unpruned "
+                                  "model with prunekit.load(path, model=<the unpruned model>)")
+        raise CodecError(f"unknown format {fmt!r} (expected {expected!r})")
+    if int(match.group(1)) > int(version):
+        raise CodecError(f"written in format {fmt}, newer than this prunekit reads ({expected}): upgrade prunekit")
 
 
 def _check_path(name: Any) -> None:
@@ -402,7 +413,7 @@ def _open(path: Path, device: str | torch.device):
         raise CheckpointError(f"{path} is not a readable prunekit model file ({exc}).{_foreign_hint(path)}") from exc
 
 
-def _parse_header(path: Path, metadata: Mapping[str, str] | None) -> dict[str, Any]:
+def _parse_header(path: Path, metadata: Mapping[str, str] | None, expected: str = FORMAT) -> dict[str, Any]:
     metadata = metadata or {}
     if "prunekit" not in metadata:
         raise CheckpointError(f"{path} is a safetensors file without prunekit architecture metadata (a plain "
@@ -411,7 +422,9 @@ def _parse_header(path: Path, metadata: Mapping[str, str] | None) -> dict[str, A
         header = json.loads(metadata["prunekit"])
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
-        _check_format(header.get("format"))
+        _check_format(header.get("format"), expected)
+    except WidthsFileError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
     except (ValueError, CodecError) as exc:
         raise CheckpointError(f"{path}: invalid prunekit header: {exc}") from exc
     return header
@@ -422,17 +435,70 @@ def _read_header(path: Path) -> dict[str, Any]:
         return _parse_header(path, f.metadata())
 
 
-def _read(path: Path, device: str | torch.device) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _read(path: Path, device: str | torch.device, expected: str = FORMAT
+          ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     handle = _open(path, device)
     try:
         with handle as f:
-            header = _parse_header(path, f.metadata())
+            header = _parse_header(path, f.metadata(), expected)
             tensors = {k: _aligned(f.get_tensor(k)) for k in f.keys()}
     except CheckpointError:
         raise
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read the tensors ({exc})") from exc
     return header, tensors
+
+
+def write_widths_file(path: str | os.PathLike[str], state: Mapping[str, torch.Tensor], widths: Mapping[str, int],
+                      inputs: Sequence[torch.Tensor], *, class_name: str, tracing: Mapping[str, Any],
+                      metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write a pruned model as format ``prunekit.widths/1``: its ``state`` (state_dict tensors) and, in the
+    header, the width of every channel group (``widths``: {group name: channels}), the example input shapes and
+    the tracing options its graph was built with. The architecture is not stored: the unpruned model, pruned to
+    these widths, rebuilds it (see ``prunekit.load(path, model=...)``). Atomic, like :func:`save`."""
+    path = Path(path)
+    header: dict[str, Any] = {
+        "format": WIDTHS_FORMAT, "class_name": class_name,
+        "widths": {str(k): int(v) for k, v in widths.items()},
+        "inputs": [{"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch.")} for t in inputs],
+        "tracing": dict(tracing),
+        "versions": {"prunekit": _prunekit_version(), "torch": torch.__version__.split("+")[0]},
+        "meta": {},
+    }
+    if metadata is not None:
+        try:
+            header["meta"] = json.loads(json.dumps(dict(metadata), allow_nan=False))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"metadata must be JSON-serializable: {exc}") from exc
+    tensors, aliases = _dedupe(dict(state))
+    header["aliases"] = aliases
+    _write_atomic(path, {k: t.detach().contiguous() for k, t in tensors.items()},
+                  {"prunekit": json.dumps(header, sort_keys=True)})
+    return path
+
+
+def read_widths_file(path: str | os.PathLike[str], device: str | torch.device = "cpu"
+                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(header, state_dict tensors) of a file written by :func:`write_widths_file`; aliased tensors restored.
+    Raises CheckpointError for a missing, corrupt or foreign file, or one in the architecture format."""
+    path = Path(path)
+    header, tensors = _read(path, device, WIDTHS_FORMAT)
+    for alias, name in (header.get("aliases") or {}).items():
+        if name in tensors:
+            tensors[alias] = tensors[name]
+    return header, tensors
+
+
+def file_format(path: str | os.PathLike[str]) -> str:
+    """The format a prunekit file is written in (``prunekit.model/1`` or ``prunekit.widths/1``)."""
+    path = Path(path)
+    with _open(path, "cpu") as f:
+        metadata = f.metadata() or {}
+    try:
+        fmt = json.loads(metadata.get("prunekit", "{}")).get("format")
+    except (ValueError, AttributeError):
+        fmt = None
+    return fmt if isinstance(fmt, str) else ""
 
 
 # ------------------------------------------------------------------------------------------------ misc

@@ -53,13 +53,14 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
                  scores: Mapping[str, torch.Tensor] | None = None, importance: KeepSpec = "l1",
                  min_channels: int = 1, round_to: int = 1, protected: Iterable[str] | None = None,
                  optimizer: torch.optim.Optimizer | None = None,
-                 example_inputs: Inputs | None = None,
-                 leaf_modules: Iterable[type | str] = ()) -> dict[str, torch.Tensor]:
+                 example_inputs: Inputs | None = None, leaf_modules: Iterable[type | str] = (),
+                 tracer: str = "auto", pin_outputs: bool = True) -> dict[str, torch.Tensor]:
     """Set each named group to the given width, keeping its highest-scoring channels; returns the kept
     channel indices per changed group (sorted, in the group's original numbering).
 
     ``graph``: a DependencyGraph (it then describes the pruned model), or a model together with
-    ``example_inputs`` (a graph is built for it, with ``leaf_modules`` as in ``DependencyGraph``). ``widths``:
+    ``example_inputs`` (a graph is built for it, with ``leaf_modules``, ``tracer`` and ``pin_outputs`` as in
+    ``DependencyGraph``). ``widths``:
     {group name: width}, partial allowed (see ``DependencyGraph.plan``). ``scores``: {group name: Tensor[size]}
     (higher = keep); groups without scores are scored by ``importance`` (a registered name, an ``Importance``,
     or ``"prefix"``). Pinned channels are always kept. The model is modified in place; ``optimizer`` state
@@ -68,7 +69,8 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
     if isinstance(graph, nn.Module):
         if example_inputs is None:
             raise ConfigError("apply_widths(model, ...) needs example_inputs= (or pass a DependencyGraph)")
-        graph = DependencyGraph(graph, example_inputs, leaf_modules=leaf_modules)
+        graph = DependencyGraph(graph, example_inputs, leaf_modules=leaf_modules, tracer=tracer,
+                                pin_outputs=pin_outputs)
     p = plan(graph, widths, keep=importance, scores=scores, min_channels=min_channels, round_to=round_to,
              protected=protected)
     graph.apply_plan(p, optimizer)
@@ -84,7 +86,8 @@ def uniform_widths(graph: DependencyGraph, ratio: float, protected: Iterable[str
 def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = None,
           widths: Mapping[str, int] | None = None, importance: str | Importance = "l1", min_channels: int = 1,
           round_to: int = 1, protected: Iterable[str] | None = None,
-          optimizer: torch.optim.Optimizer | None = None, leaf_modules: Iterable[type | str] = ()) -> nn.Module:
+          optimizer: torch.optim.Optimizer | None = None, leaf_modules: Iterable[type | str] = (),
+          tracer: str = "auto", pin_outputs: bool = True) -> nn.Module:
     """Prune ``model`` physically, in place, and return it.
 
     Exactly one of
@@ -93,8 +96,9 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
     - ``widths``: {group name: width} (see ``apply_widths``; partial allowed).
     ``importance``: a registered name (``l1``, ``l2``, ``bn_scale``, ``random``) or an ``Importance``.
     ``protected``: group names left untouched. ``optimizer``: its state is sliced with the parameters.
-    ``leaf_modules``: layers kept opaque when tracing, as types or qualified names (see ``DependencyGraph``).
-    Group names come from ``DependencyGraph(model, example_inputs, leaf_modules=...).groups``.
+    Tracing options, as in ``DependencyGraph``: ``leaf_modules`` (layers kept opaque, as types or qualified
+    names), ``tracer`` (``"auto"``, ``"fx"``, ``"concrete"``), ``pin_outputs`` (False: the model's output
+    channels may shrink too). Group names come from ``DependencyGraph(model, example_inputs, ...).groups``.
     """
     if (ratio is None) == (widths is None):
         raise ConfigError("give exactly one of ratio= (uniform fraction removed per group) or widths= "
@@ -104,7 +108,7 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
             raise ConfigError(f"ratio={ratio!r} must be a number in [0, 1)")
         check_range("ratio", float(ratio), 0.0, 1.0, high_open=True)
-    graph = DependencyGraph(model, example_inputs, leaf_modules=leaf_modules)
+    graph = DependencyGraph(model, example_inputs, leaf_modules=leaf_modules, tracer=tracer, pin_outputs=pin_outputs)
     prot = _protected_names(graph, protected)
     if ratio is not None:
         widths = uniform_widths(graph, ratio, prot)

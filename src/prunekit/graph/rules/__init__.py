@@ -1,6 +1,7 @@
 """Per-op channel rules (see ``registry``): layers in ``modules``; functions and Tensor methods by op family in
 ``elementwise``, ``reductions``, ``spatial``, ``shape``, ``concat_split``, ``indexing``, ``functional_layers``,
-``factories`` and ``sizes`` (the provenance of Python ints computed from sizes)."""
+``factories``, ``sizes`` (the provenance of Python ints computed from sizes) and ``control_flow``
+(comparisons of sizes)."""
 
 from prunekit.graph.rules.registry import (FUNCTION_RULES, METHOD_RULES, MODULE_RULES, SIZE_AWARE, Call, SizeRef,
                                           function_rule, method_rule, module_rule, unknown_rule)
@@ -14,6 +15,7 @@ from prunekit.graph.rules import indexing as _indexing  # noqa: F401  (registers
 from prunekit.graph.rules import functional_layers as _functional_layers  # noqa: F401  (registers)
 from prunekit.graph.rules import factories as _factories  # noqa: F401  (registers)
 from prunekit.graph.rules.sizes import SIZE_RULES
+from prunekit.graph.rules import control_flow as _control_flow  # noqa: F401  (registers)
 from prunekit.graph.rules import modules as _modules  # noqa: F401  (registers)
 
 __all__ = ["FUNCTION_RULES", "METHOD_RULES", "MODULE_RULES", "SIZE_AWARE", "SIZE_RULES", "Call", "SizeRef",
