@@ -100,8 +100,12 @@ def chunk(b: Builder, call: Call):
 def split(b: Builder, call: Call):
     """``split`` of a channel dim into sizes read from a list attribute of the calling module
     (``torch.split(x, self.splits, 1)``, MixNet's mixed kernels): each piece is pruned on its own and surgery
-    rewrites the attribute with the kept counts. Other literal sizes pin the split channel dim (unless it is not
-    split at all)."""
+    rewrites the attribute with the kept counts. ``split(x, k)`` with a literal int ``k`` (timm's CSP stages:
+    ``x.split(self.expand_chs // 2, 1)`` is an int in the traced code): the pruned tensor is still cut every ``k``
+    channels, so every piece but the last is pinned and the last one, which takes the remainder, is free (it keeps
+    at least one channel: a consumer of it is a "cover" member of the group, so the piece count never changes).
+    A literal list of sizes must sum to the pruned width: it pins the split channel dim (unless it is not split
+    at all)."""
     x, lab = call.arg(0, "input", call.kwargs.get("tensor")), call.lab(0, "input") or call.lkwargs.get("tensor")
     outs = call.out
     if not lab:
@@ -121,14 +125,29 @@ def split(b: Builder, call: Call):
             b.add_sizes_member(lab[d], np.repeat(np.arange(len(sizes)), sizes), module=module, name=name,
                                attr=attr)
             return tuple({**rest, d: np.ascontiguousarray(arr[i])} for i in range(len(sizes)))
+        bounds = np.cumsum([0, *sizes])
         if owner is not None:
             name, module, attr, _ = owner
             pieces = np.repeat(np.arange(len(sizes)), sizes)
             b.add_sizes_member(lab[d], pieces, module=module, name=name, attr=attr)
-            bounds = np.cumsum([0, *sizes])
+            return tuple({**rest, d: lab[d][bounds[i]:bounds[i + 1]]} for i in range(len(sizes)))
+        if _literal_int_size(call) is not None:
+            # split(x, k) with a literal k: every piece but the last keeps exactly k channels after pruning, the
+            # last takes the remainder; so the last piece may shrink (to one channel: the piece count stays)
+            b.pin(lab[d][:bounds[-2]], f"split of a channel dim into literal pieces of {sizes[0]} in "
+                  f"'{call.where}' (all but the last piece keep their size)")
             return tuple({**rest, d: lab[d][bounds[i]:bounds[i + 1]]} for i in range(len(sizes)))
         b.pin(lab[d], f"split of a channel dim into literal sizes in '{call.where}'")
     return tuple(dict(rest) or None for _ in outs)
+
+
+def _literal_int_size(call: Call) -> int | None:
+    """The split size of ``split(x, k)`` when ``k`` is an int literal of the traced code (not computed from a
+    tensor's size, not a list); None otherwise (``tensor_split``'s int is a number of sections: not this)."""
+    if call.node.target == "tensor_split" or call.node.target is getattr(torch, "tensor_split", None):
+        return None
+    raw = call.raw(1, "split_size_or_sections", call.node.kwargs.get("split_size"))
+    return raw if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0 else None
 
 
 def _sizes_owner(b: Builder, call: Call, sizes: list[int]):
