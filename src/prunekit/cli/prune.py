@@ -164,6 +164,10 @@ def _run(method, kwargs: dict[str, Any]) -> None:
     result, _ = run_method(method.name, recipe, output, overrides=overrides, device=dev,
                            progress=kwargs.pop("progress"), log=err_console.print,
                            command=" ".join(["prunekit", *sys.argv[1:]]), **kwargs)
+    from prunekit.train import distributed
+
+    if not distributed.group().is_main:  # under torchrun: rank 0 alone reports
+        return
     for t in result.tables():
         console.print(t)
     for k, v in result.artifacts.items():
