@@ -6,7 +6,9 @@ Every channel of every tensor that flows through the traced graph carries an int
 - *tie* two equal-length id arrays (``tie``: the two operands of an add, a depthwise conv's input and output),
 - *pin* ids (``pin``: those channels are never removed; the reason is kept for the report),
 - register a *member*: a layer or parameter dimension whose positions carry the given ids; surgery later
-  slices it.
+  slices it;
+- record a *layout op* (``layout``: cat / chunk / channel shuffle on a channel dim) with the ties to make if it
+  does not end up in a checked layout region (``graph.layout``: count constraints instead of position ties).
 
 ``finalize`` computes the connected components of the ties (the channel *classes*, via union-find) and the
 groups (classes linked by being produced by the same layer), and returns a ``Core``: the class-level picture
@@ -23,6 +25,7 @@ import numpy as np
 import torch.nn as nn
 
 from prunekit.graph.group import Member
+from prunekit.graph.layout import LayoutOp, Region, build_regions
 from prunekit.graph.unionfind import components
 
 Ids = np.ndarray
@@ -75,6 +78,24 @@ class Core:
     layers: list[LayerCost]
     warnings: list[str] = field(default_factory=list)
     records: list[LayerRecord] = field(default_factory=list)
+    regions: list[Region] = field(default_factory=list)   # layout regions (graph.layout), one group each
+
+    def region_of(self, group: int) -> Region | None:
+        for r in self.regions:
+            if r.group == group:
+                return r
+        return None
+
+    def _region_slots(self, r: Region, kept: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(kept[r.classes])
+
+    def member_positions(self, m: Member, kept: np.ndarray) -> np.ndarray:
+        """Positions of member ``m`` that a pruning keeping classes ``kept`` keeps, in the pruned layer's order:
+        ascending, except on a layout region, whose pruned ops reorder channels (``Region.member_positions``)."""
+        for r in self.regions:
+            if m.key in r.member_value and not kept[r.classes].all():
+                return r.member_positions(m.key, self._region_slots(r, kept))
+        return np.flatnonzero(kept[m.cls])
 
     def filtered(self, kept: np.ndarray) -> "Core":
         """The core after removing every class where ``kept`` (shape ``(K,)``) is False."""
@@ -84,14 +105,19 @@ class Core:
                 m.pieces = m.pieces[kept[m.cls]]
             if m.source is not None:
                 m.source = new_id[m.source[kept[m.source]]]
-            m.cls = new_id[m.cls[kept[m.cls]]]
+            m.cls = new_id[m.cls[self.member_positions(m, kept)]]
+        regions = [r.renumbered(new_id) if kept[r.classes].all() else r.filtered(self._region_slots(r, kept), new_id)
+                   for r in self.regions]
         for r in self.records:
             r.in_cls = new_id[r.in_cls[kept[r.in_cls]]] if r.in_cls is not None else None
             r.out_cls = new_id[r.out_cls[kept[r.out_cls]]] if r.out_cls is not None else None
         reasons = {int(new_id[c]): r for c, r in self.class_reason.items() if kept[c]}
+        group_classes = [new_id[c[kept[c]]] for c in self.group_classes]
+        for r in regions:  # a region's group numbers its channels leaf by leaf, in the pruned order
+            group_classes[r.group] = r.classes
         return Core(int(kept.sum()), self.class_group[kept], self.class_pinned[kept], self.class_inexact[kept],
-                    reasons, self.group_names, [new_id[c[kept[c]]] for c in self.group_classes], self.members,
-                    self.layers, self.warnings, self.records)
+                    reasons, self.group_names, group_classes, self.members,
+                    self.layers, self.warnings, self.records, regions)
 
 
 class Builder:
@@ -107,6 +133,8 @@ class Builder:
         self._pins: list[tuple[Ids, str]] = []
         self._inexact: list[Ids] = []
         self._same: list[tuple[Ids, Ids, str]] = []
+        self._layout: list[LayoutOp] = []
+        self.pending: dict = {}                  # rules' state across nodes (a channel shuffle's three ops)
         self.members: dict[tuple, dict] = {}     # key -> record (ids, module, attr, dim, ...)
         self.fixed_members: dict[tuple, str] = {}
         self.module_out: dict[str, Ids] = {}
@@ -186,6 +214,13 @@ class Builder:
     def same_classes(self, a: Ids, b: Ids, reason: str) -> None:
         """Require ``a`` and ``b`` to cover the same channel classes (checked after all ties); else pin both."""
         self._same.append((a.reshape(-1), b.reshape(-1), reason))
+
+    def layout(self, kind: str, inputs: list[Ids], outputs: list[Ids], param: int = 0,
+               fallback: list[tuple[Ids, Ids]] = ()) -> None:
+        """Record a layout op on channel ids (see ``graph.layout.LayoutOp``); ``fallback``: the ties that make it
+        sound on its own, applied unless it ends up in a checked layout region."""
+        self._layout.append(LayoutOp(kind, [np.asarray(a) for a in inputs], [np.asarray(a) for a in outputs],
+                                     param, list(fallback)))
 
     def mark_inexact(self, ids: Ids) -> None:
         self._inexact.append(ids.reshape(-1))
@@ -280,6 +315,8 @@ class Builder:
 
     # ---- reduction ----------------------------------------------------------------------------------------
     def finalize(self) -> Core:
+        for ids, _ in self.pending.values():  # a channel shuffle whose ops did not all follow (see rules.shape)
+            self.pin(ids, "channel shuffle whose view/transpose/view sequence is interrupted")
         for key, reason in self.fixed_members.items():
             if key in self.members:
                 self.pin(self.members[key]["ids"], reason)
@@ -293,36 +330,33 @@ class Builder:
                     for k2, r2 in self.members.items():
                         if k2[0] == "module" and k2[1] == owner:
                             self.pin(r2["ids"], reason)
-        n = self.n
-        if self._ta:
-            root = components(n, np.concatenate(self._ta), np.concatenate(self._tb))
-        else:
-            root = np.arange(n, dtype=np.int64)
-        for a, b, reason in self._same:
-            if not np.array_equal(np.unique(root[a]), np.unique(root[b])):
-                self.pin(a, reason)
-                self.pin(b, reason)
-        uniq, cls_of_id = np.unique(root, return_inverse=True)
-        k = len(uniq)
-        pinned = np.zeros(k, dtype=bool)
-        reasons: dict[int, str] = {}
-        for ids, reason in self._pins:
-            c = np.unique(cls_of_id[ids])
-            new = c[~pinned[c]]
-            pinned[c] = True
-            for ci in new.tolist():
-                reasons.setdefault(ci, reason)
-        inexact = np.zeros(k, dtype=bool)
-        for ids in self._inexact:
-            inexact[cls_of_id[ids]] = True
+        ta, tb = list(self._ta), list(self._tb)
+        if not any(op.kind == "shuffle" for op in self._layout):  # no region possible: the ties at once
+            ta += [a.reshape(-1) for op in self._layout for a, _ in op.fallback]
+            tb += [b.reshape(-1) for op in self._layout for _, b in op.fallback]
+            self._layout = []
+        while True:
+            cls_of_id, k, pinned, reasons, inexact = self._classes(ta, tb)
+            members = {key: cls_of_id[rec["ids"]] for key, rec in self.members.items()}
+            regions, failed = build_regions(self._layout, cls_of_id, pinned, members,
+                                            [cls_of_id[a] for a, _, _ in self._same])
+            extra = [(a.reshape(-1), b.reshape(-1)) for op in failed for a, b in op.fallback]
+            if not extra or all(np.array_equal(cls_of_id[a], cls_of_id[b]) for a, b in extra):
+                break
+            ta += [a for a, _ in extra]   # a region that fails its checks: the rules' position ties instead
+            tb += [b for _, b in extra]
+            self._layout = [op for op in self._layout if op not in failed]
 
-        # groups: classes linked by a common producer
+        # groups: classes linked by a common producer, and the leaves of a layout region
         prod_batches = [bt for bt in self.batches if bt[3]]
         ea, eb = [], []
         for start, stop, _, _ in prod_batches:
             c = cls_of_id[start:stop]
             ea.append(np.full(len(c), c[0]))
             eb.append(c)
+        for r in regions:
+            ea.append(np.full(len(r.classes), r.classes[0]))
+            eb.append(r.classes)
         groot = components(k, np.concatenate(ea), np.concatenate(eb)) if ea else np.arange(k)
         class_group = np.full(k, -1, dtype=np.int64)
         group_of_root: dict[int, int] = {}
@@ -349,6 +383,11 @@ class Builder:
             classes = cat[np.sort(first)]
             class_group[classes] = g
             group_classes.append(classes)
+        for r in regions:  # the region's group numbers its channels leaf by leaf (= the region's slots)
+            r.group = int(class_group[r.classes[0]])
+            if len(group_classes[r.group]) != len(r.classes):
+                raise AssertionError("internal error: a layout region's group holds other channels")
+            group_classes[r.group] = r.classes
 
         members = []
         for key, rec in self.members.items():
@@ -364,4 +403,28 @@ class Builder:
             rec.out_cls = cls_of_id[ids_out] if ids_out is not None else None
             records.append(rec)
         return Core(k, class_group, pinned, inexact, reasons, names, group_classes, members, self.layers,
-                    list(self.warnings), records)
+                    list(self.warnings), records, regions)
+
+    def _classes(self, ta: list[Ids], tb: list[Ids]):
+        """Channel classes of the ties ``ta[k] -- tb[k]``: ``(class of each id, count, pinned, pin reasons,
+        inexact)``; deferred same-classes checks that fail pin both sides."""
+        n = self.n
+        root = components(n, np.concatenate(ta), np.concatenate(tb)) if ta else np.arange(n, dtype=np.int64)
+        pins = list(self._pins)
+        for a, b, reason in self._same:
+            if not np.array_equal(np.unique(root[a]), np.unique(root[b])):
+                pins += [(a, reason), (b, reason)]
+        uniq, cls_of_id = np.unique(root, return_inverse=True)
+        k = len(uniq)
+        pinned = np.zeros(k, dtype=bool)
+        reasons: dict[int, str] = {}
+        for ids, reason in pins:
+            c = np.unique(cls_of_id[ids])
+            new = c[~pinned[c]]
+            pinned[c] = True
+            for ci in new.tolist():
+                reasons.setdefault(ci, reason)
+        inexact = np.zeros(k, dtype=bool)
+        for ids in self._inexact:
+            inexact[cls_of_id[ids]] = True
+        return cls_of_id, k, pinned, reasons, inexact

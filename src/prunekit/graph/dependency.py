@@ -167,6 +167,9 @@ class DependencyGraph:
                 ch = gm.channels.unique()
                 if ch.numel() < size and not pinned_set.intersection(ch.tolist()):
                     cover.append(ch)
+        region = core.region_of(g)
+        if region is not None:  # members hold parts of the group, in proportion at every allowed width
+            uniform = region.proportional
         producers = [gm for gm in members if gm.member.producer]
         unit = 1
         if producers:
@@ -174,7 +177,7 @@ class DependencyGraph:
             unit = max(1, len(ch) // max(1, int(ch.unique().numel())))
         return ChannelGroup(name=core.group_names[g], size=size, prunable=free >= 1 and size >= 2, members=members,
                             pinned=pinned, reason=reason, exact=not bool(core.class_inexact[classes].any()),
-                            cover=cover, uniform=uniform, unit=unit)
+                            cover=cover, uniform=uniform, unit=unit, region=region)
 
     def __repr__(self) -> str:
         return (f"DependencyGraph({type(self.model).__name__}: {len(self.groups)} groups, "
@@ -337,12 +340,35 @@ class DependencyGraph:
         """
         from prunekit.graph.api import keep_indices
 
-        return self.plan_keep(keep_indices(self, widths, keep, min_channels=min_channels, round_to=round_to,
-                                           protected=protected))
+        scores: dict[str, torch.Tensor] = {}
+        if any(g.region is not None for g in self.groups):  # layout regions choose per segment (with the scores)
+            base = keep
+
+            def keep(graph: DependencyGraph, g: ChannelGroup) -> torch.Tensor:
+                if isinstance(base, str):
+                    s = -torch.arange(g.size, dtype=torch.float32)  # prefix: lower index = better
+                elif isinstance(base, Mapping):
+                    if g.name not in base:
+                        raise ConfigError(f"no scores for group {g.name!r} (keep= mapping)")
+                    s = torch.as_tensor(base[g.name])
+                else:
+                    s = base(graph, g)
+                scores[g.name] = s
+                return s
+            if isinstance(base, str) and base != "prefix":
+                keep = base  # keep_indices explains the error
+        out = keep_indices(self, widths, keep, min_channels=min_channels, round_to=round_to, protected=protected)
+        for name, idx in out.items():
+            g = self.group(name)
+            if g.region is not None:
+                out[name] = g.select(scores[name], int(idx.numel()))
+        return self.plan_keep(out)
 
     def plan_keep(self, keep: Mapping[str, torch.Tensor | Sequence[int]]) -> PruningPlan:
         """The plan keeping channels ``keep[name]`` (group channel indices) of each named group; groups not
-        named keep everything. Indices must include the group's pinned channels and not be empty."""
+        named keep everything. Indices must include the group's pinned channels and not be empty. On a layout
+        region's group (``ChannelGroup.region``) a set the pruned shuffles do not allow becomes the nearest allowed
+        one (the given channels first in every segment; ``plan`` chooses by score instead)."""
         core = self._core
         kept = np.ones(core.num_classes, dtype=bool)
         changed: dict[str, torch.Tensor] = {}
@@ -362,6 +388,9 @@ class DependencyGraph:
             if g.pinned.numel() and not bool(torch.isin(g.pinned, idx).all()):
                 raise ConfigError(f"keep[{name!r}] drops pinned channels ({g.reason}); keep indices "
                                   f"{g.pinned.tolist()[:10]}{'...' if g.pinned.numel() > 10 else ''}")
+            if g.region is not None and g.region.assignment(idx.numpy()) is None:
+                # not a kept set the pruned shuffles allow: the nearest one, the given channels first
+                idx = torch.from_numpy(g.region.project(idx.numpy()))
             classes = core.group_classes[self._index(g)]
             mask = np.zeros(g.size, dtype=bool)
             mask[idx.numpy()] = True
@@ -377,7 +406,7 @@ class DependencyGraph:
             mask = kept[m.cls]
             if mask.all():
                 continue
-            idx = torch.from_numpy(np.flatnonzero(mask))
+            idx = torch.from_numpy(core.member_positions(m, kept))
             if m.kind == "shape":
                 old = getattr(m.module, m.attr)
                 value = list(old)

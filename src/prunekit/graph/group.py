@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -115,6 +116,11 @@ class ChannelGroup:
     ``uniform``: every member holds each prunable channel equally often (or not at all), so ``macs(widths)`` and
     ``params(widths)`` are exact for any choice of kept channels; otherwise they are the expected value under a
     uniform choice (e.g. a residual add over a concatenation of two producers, each holding half the channels).
+    ``region``: set for the group of a layout region (a channel shuffle with its chunks and concatenations,
+    ShuffleNet-v2; ``prunekit.graph.layout``): only the widths in ``allowed_widths`` exist, and the kept channels
+    are chosen per *segment* (the channels of one producer that reach the same layers), each keeping the count the
+    pruned shuffles need (``select``); plans snap other widths down to an allowed one, and surgery slices these
+    channels in the order the pruned shuffles produce. ``macs(widths)`` is exact at allowed widths.
     """
 
     name: str
@@ -127,6 +133,24 @@ class ChannelGroup:
     cover: list[torch.Tensor] = field(default_factory=list, repr=False)
     uniform: bool = True
     unit: int = 1
+    region: Any = field(default=None, repr=False)
+
+    @property
+    def allowed_widths(self) -> list[int] | None:
+        """The widths this group can take (ascending), or None when every width in ``[min_width, size]`` can."""
+        return self.region.widths if self.region is not None else None
+
+    def select(self, scores: torch.Tensor, width: int) -> torch.Tensor:
+        """Kept channel indices (sorted) for ``width`` by ``scores`` (higher = keep): the top channels with the
+        pinned and cover channels first (``select_top``), or, for a layout region, the best channels of every
+        segment at the largest allowed width not above ``width``."""
+        if self.region is None:
+            from prunekit.graph.api import select_top
+
+            return select_top(scores, width, self.pinned, self.cover)
+        s = torch.nan_to_num(torch.as_tensor(scores, dtype=torch.float64).detach().cpu().reshape(-1),
+                             nan=-float("inf")).numpy()
+        return torch.from_numpy(self.region.select(s, int(width)))
 
     def round_to(self, multiple: int) -> int:
         """The multiple that group *widths* must have so that the producing layers' channel counts are
@@ -139,6 +163,8 @@ class ChannelGroup:
         """The smallest width this group can take: its pinned channels, at least one channel, and one channel of
         every layer that holds only some of the group's channels (e.g. the stage-1 convs of an option-A ResNet,
         whose stream group also holds the pinned zero-pad slots of later stages): no layer is ever emptied."""
+        if self.region is not None:  # every allowed width leaves every layer of the region at least one channel
+            return self.region.widths[0]
         return max(1, int(self.pinned.numel()) + len(_hitting_set(self.cover, self.pinned)))
 
     @property

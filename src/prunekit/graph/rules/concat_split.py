@@ -55,6 +55,8 @@ def cat(b: Builder, call: Call):
                 parts[i] = b.new_ids(t.shape[cd], call.where)
                 b.pin(parts[i], reason)
         out[cd] = np.concatenate(parts)
+        if len(parts) > 1:
+            b.layout("cat", parts, [out[cd]])
     return out or None
 
 
@@ -75,7 +77,8 @@ def stack(b: Builder, call: Call):
 @method_rule("chunk")
 def chunk(b: Builder, call: Call):
     """``chunk(n, dim)`` on a channel dim: position ``k`` of every chunk forms one channel, so each chunk keeps the
-    same width and ``chunk`` still splits evenly after pruning."""
+    same width and ``chunk`` still splits evenly after pruning. Inside a layout region (a chunk feeding a channel
+    shuffle, ShuffleNet-v2; ``graph.layout``) the pieces only keep equal *counts* instead."""
     x, lab = call.arg(0, "input"), call.lab(0, "input")
     outs = call.out
     if not lab:
@@ -90,9 +93,10 @@ def chunk(b: Builder, call: Call):
         b.pin(ids, f"uneven chunk of a channel dim in '{call.where}'")
         return tuple(dict(rest) or None for _ in outs)
     arr = ids.reshape(len(outs), -1)
+    pieces = [np.ascontiguousarray(arr[i]) for i in range(len(outs))]
     if len(outs) > 1:
-        b.tie(np.tile(arr[0], len(outs) - 1), arr[1:].reshape(-1))
-    return tuple({**rest, d: np.ascontiguousarray(arr[i])} for i in range(len(outs)))
+        b.layout("chunk", [ids], pieces, len(outs), fallback=[(np.tile(arr[0], len(outs) - 1), arr[1:].reshape(-1))])
+    return tuple({**rest, d: p} for p in pieces)
 
 
 @function_rule(torch.split, getattr(torch, "tensor_split", None))

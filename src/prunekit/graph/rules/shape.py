@@ -8,8 +8,8 @@ import torch.fx
 
 from prunekit.graph.builder import Builder
 from prunekit.graph.rules.reductions import _reduce_dims
-from prunekit.graph.rules.registry import (SIZE_AWARE, Call, SizeRef, broadcast, function_rule, method_rule, norm_dim,
-                                           reshape_labels, shift_labels, size_constraint, unknown_rule)
+from prunekit.graph.rules.registry import (SIZE_AWARE, Call, Labels, SizeRef, broadcast, function_rule, method_rule,
+                                           norm_dim, reshape_labels, shift_labels, size_constraint, unknown_rule)
 
 
 def _is_dynamic(raw) -> bool:
@@ -50,12 +50,17 @@ def _varargs(call: Call, key: str):
 @method_rule("view", "reshape")
 def view(b: Builder, call: Call):
     """``x.view(shape)``; a literal shape that is a tuple attribute of the calling module (a layer scale's
-    ``param.view(self.shape)``) lets a channel dim move through it: surgery rewrites that attribute."""
+    ``param.view(self.shape)``) lets a channel dim move through it: surgery rewrites that attribute. The three
+    views of a channel shuffle are one permutation (``_shuffle_start``)."""
     x, lab = call.args[0], call.largs[0]
     if len(call.args) == 2 and isinstance(call.args[1], torch.dtype):  # x.view(dtype)
         return unknown_rule(b, call)
     raw, rlab = _varargs(call, "size" if call.node.target == "view" else "shape")
     spec = shape_spec(raw, rlab, call.out.ndim)
+    if call.node in b.pending:
+        return _shuffle_end(b, call, spec)
+    if _shuffle_start(b, call, x, lab, spec):
+        return None
     owner = _shape_owner(b, call, raw) if lab and "lit" in spec else None
     if owner is not None:
         spec = ["attr" if sp == "lit" else sp for sp in spec]
@@ -87,7 +92,83 @@ def _shape_owner(b: Builder, call: Call, raw):
 def reshape_fn(b: Builder, call: Call):
     x, lab = call.arg(0, "input"), call.lab(0, "input")
     spec = shape_spec(call.raw(1, "shape"), call.lab(1, "shape"), call.out.ndim)
+    if call.node in b.pending:
+        return _shuffle_end(b, call, spec)
+    if _shuffle_start(b, call, x, lab, spec):
+        return None
     return reshape_labels(b, call, x, lab, tuple(call.out.shape), spec)
+
+
+# ---- channel shuffle: view(n, g, c/g, ...) -> transpose(1, 2) [-> contiguous] -> view(n, c, ...) ---------------
+_KEEP = {"contiguous", "clone"}
+_SWAP = {"transpose", "swapaxes", "swapdims"}
+
+
+def _swaps(node: torch.fx.Node, d: int, ndim: int) -> bool:
+    """``node`` exchanges dims ``d`` and ``d + 1`` of a tensor of ``ndim`` dims (and nothing else)."""
+    if node.op == "call_method" and node.target in _SWAP or node.op == "call_function" and node.target in (
+            torch.transpose, torch.swapaxes, torch.swapdims):
+        dims = [a for a in list(node.args[1:3]) if isinstance(a, int)]
+        return len(dims) == 2 and {norm_dim(a, ndim) for a in dims} == {d, d + 1}
+    if node.op == "call_method" and node.target == "permute":
+        perm = node.args[1] if len(node.args) == 2 and isinstance(node.args[1], (tuple, list)) else node.args[1:]
+        want = list(range(ndim))
+        want[d], want[d + 1] = d + 1, d
+        return all(isinstance(p, int) for p in perm) and [norm_dim(p, ndim) for p in perm] == want
+    return False
+
+
+def _merges(node: torch.fx.Node) -> bool:
+    return (node.op == "call_method" and node.target in ("view", "reshape")
+            or node.op == "call_function" and node.target is torch.reshape)
+
+
+def _shuffle_start(b: Builder, call: Call, x, lab, spec) -> bool:
+    """A channel shuffle (ShuffleNet): this view splits channel dim ``d`` into ``g`` (a literal) by ``c/g`` (sized
+    by the channel count), and its only use is a transpose of those two dims whose only use (through
+    ``contiguous``) is a view back to ``x``'s shape. The three ops are one permutation of the channels; the last
+    view gets the permuted ids (``_shuffle_end``) and the two tensors in between carry none."""
+    if not lab or len(lab) != 1 or not hasattr(call.out, "shape"):
+        return False
+    ((d, ids),) = lab.items()
+    out = tuple(call.out.shape)
+    shape = tuple(x.shape)
+    if len(out) != len(shape) + 1 or out[:d] != shape[:d] or out[d + 2:] != shape[d + 1:]:
+        return False
+    g, dyn = out[d], spec[d + 1]
+    if g < 2 or spec[d] != "lit" or not (dyn == "free" or isinstance(dyn, SizeRef) and dyn.ids is not None
+                                         and np.array_equal(dyn.ids, ids)):
+        return False
+    users = list(call.node.users)
+    if len(users) != 1 or not _swaps(users[0], d, len(out)):
+        return False
+    node = users[0]
+    while True:
+        users = list(node.users)
+        if len(users) != 1:
+            return False
+        node = users[0]
+        if not (node.op == "call_method" and node.target in _KEEP):
+            break
+    if not _merges(node):
+        return False
+    b.pending[node] = (ids, (g, d, shape))
+    return True
+
+
+def _shuffle_end(b: Builder, call: Call, spec) -> Labels | None:
+    ids, (g, d, shape) = b.pending.pop(call.node)
+    sp = spec[d] if d < len(spec) else "lit"
+    if tuple(call.out.shape) != shape or not (sp == "free" or isinstance(sp, SizeRef) and sp.ids is not None
+                                              and np.array_equal(sp.ids, ids)):
+        b.pin(ids, f"channel shuffle back to a literal or other shape in '{call.where}'")
+        return None
+    rows = ids.reshape(g, -1)
+    out = np.ascontiguousarray(rows.T).reshape(-1)
+    # on its own (outside a layout region) the shuffle stays a valid permutation if channel k of every one of
+    # the g row blocks is one channel
+    b.layout("shuffle", [ids], [out], g, fallback=[(np.tile(rows[0], g - 1), rows[1:].reshape(-1))])
+    return {d: out}
 
 
 @method_rule("view_as", "reshape_as")
