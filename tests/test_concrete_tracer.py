@@ -203,3 +203,16 @@ def test_widths_file_needs_example_inputs_and_a_known_architecture(tmp_path):
     path = prunekit.save(fx_model, tmp_path / "g.pk")
     with pytest.raises(CheckpointError, match="without model="):
         prunekit.load(path, model=fx_model)
+
+
+def test_methods_take_the_tracing_options(tmp_path):
+    from prunekit.data import build_data
+    from prunekit.methods import MagnitudeConfig, get_method
+    from prunekit.models import create
+
+    data = build_data("digits", batch_size=64, val_split=0.2, seed=0, train_subset=256, num_workers=0)
+    method = get_method("l1")(MagnitudeConfig(ratio=0.5))
+    result = method.run(create("smallcnn"), data, tmp_path, latency=False, leaf_modules=["conv2"])
+    # the opaque block's input and output channels are not prunable; the others are pruned
+    assert not {"conv1.0", "conv2.0"} & set(result.widths_before)
+    assert result.widths_after["conv4.0"] < result.widths_before["conv4.0"]

@@ -40,18 +40,19 @@ def bn_gamma_scores(graph: DependencyGraph, reduction: Literal["mean", "sum"] = 
 def slim(model: nn.Module, example_inputs: torch.Tensor, *, ratio: float | None = None,
          target_macs: float | None = None, min_channels: int = 1, min_keep: float = 0.05,
          round_to: int = 1, reduction: Literal["mean", "sum"] = "mean",
-         optimizer: torch.optim.Optimizer | None = None) -> RankedPlan:
+         optimizer: torch.optim.Optimizer | None = None, graph: DependencyGraph | None = None) -> RankedPlan:
     """Prune ``model`` in place by a global |γ| threshold (one Network Slimming pruning step).
 
     Exactly one of ``ratio`` (fraction of prunable channels removed) or ``target_macs`` (fraction of MACs kept).
     Returns the plan (widths, threshold, ratio removed, floor hits); channels kept are those above the threshold.
+    ``graph``: the model's graph, if already built (else it is traced with the default options).
     """
     if (ratio is None) == (target_macs is None):
         raise ConfigError("give exactly one of ratio= (fraction of channels removed) or target_macs= "
                           "(fraction of MACs kept)")
     if ratio is not None:
         check_range("ratio", ratio, 0, 1, low_open=True, high_open=True)
-    graph = DependencyGraph(model, example_inputs)
+    graph = graph or DependencyGraph(model, example_inputs)
     scores = bn_gamma_scores(graph, reduction)
     if not scores:
         raise ConfigError("no prunable group has a BatchNorm: Network Slimming scores channels by BN γ. "
@@ -168,8 +169,8 @@ class NetworkSlimming(Method):
     def prune_step(self, run: MethodRun, model: nn.Module, p: int) -> dict:
         """Pass ``p``'s global threshold, in place; returns the stage metrics."""
         c = self.config
-        plan = slim(model.cpu(), run.x, min_channels=c.min_channels, min_keep=c.min_keep, round_to=c.round_to,
-                    reduction=c.reduction, **c.pass_target(p))
+        plan = slim(model.cpu(), run.x, graph=run.graph(model), min_channels=c.min_channels, min_keep=c.min_keep,
+                    round_to=c.round_to, reduction=c.reduction, **c.pass_target(p))
         run.to_device(model)
         metrics = {"threshold": plan.threshold, "ratio_removed": plan.ratio, "floor_hit": plan.floor_hit,
                    "widths": plan.widths}
