@@ -169,7 +169,7 @@ def test_shuffle_pattern_used_elsewhere_falls_back_to_position_ties():
 tv = pytest.importorskip("torchvision")
 
 
-def test_torchvision_shufflenet_v2_x0_5():
+def test_torchvision_shufflenet_v2_x0_5(tmp_path):
     torch.manual_seed(0)
     model = randomize_bn(tv.models.shufflenet_v2_x0_5(num_classes=10)).eval()
     x = torch.randn(2, 3, 32, 32)
@@ -179,6 +179,8 @@ def test_torchvision_shufflenet_v2_x0_5():
     with torch.no_grad():
         y0 = model(x)
     before = prunekit.count(model, x).macs
+    copy.deepcopy(graph).prune_groups({gr.name: torch.arange(gr.size) for gr in graph.groups})
+    apply_widths(copy.deepcopy(graph), graph.widths())
     widths = uniform_widths(graph, 0.3)
     work = copy.deepcopy(graph)
     plan = work.plan(widths, keep={n: torch.rand(work[n].size) for n in widths})
@@ -193,3 +195,8 @@ def test_torchvision_shufflenet_v2_x0_5():
     assert rel_err(pruned, masked) < 1e-5 and pruned.shape == y0.shape
     after = prunekit.count(work.model, x).macs
     assert after == work.macs() and after < 0.6 * before  # more than 40% of the MACs removed
+    with torch.no_grad():
+        assert torch.equal(model(x), y0)  # the graph's model was never touched (copies were pruned)
+    loaded = prunekit.load(prunekit.save(work.model, tmp_path / "shufflenet.safetensors", example_inputs=x))
+    with torch.no_grad():
+        assert torch.equal(loaded(x), work.model(x))

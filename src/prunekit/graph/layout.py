@@ -71,6 +71,7 @@ class Region:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
         self.classes = np.concatenate(leaves)           # slot s at full size holds class classes[s]
         self.group: int = -1
+        self._cache: tuple | None = None
         self.t_max = int(self.sizes.max())
         full = self.replay(self.t_max)
         self.fate_full = self._fates(full) if full is not None else None
@@ -181,6 +182,14 @@ class Region:
     def assignment(self, kept_slots: np.ndarray):
         """``(replayed values, slot -> original slot)`` for an allowed kept set (None if it is not one): within
         a segment, kept channels fill the pruned slots in their original order."""
+        key = np.asarray(kept_slots, dtype=np.int64).tobytes()
+        if self._cache is not None and self._cache[0] == key:
+            return self._cache[1]
+        result = self._assign(kept_slots)
+        self._cache = (key, result)
+        return result
+
+    def _assign(self, kept_slots: np.ndarray):
         t = self.allowed.get(int(len(kept_slots)))
         if t is None:
             return None
