@@ -339,7 +339,8 @@ class Builder:
             cls_of_id, k, pinned, reasons, inexact = self._classes(ta, tb)
             members = {key: cls_of_id[rec["ids"]] for key, rec in self.members.items()}
             regions, failed = build_regions(self._layout, cls_of_id, pinned, members,
-                                            [cls_of_id[a] for a, _, _ in self._same])
+                                            [cls_of_id[a] for a, _, _ in self._same],
+                                            [cls_of_id[bt[0]:bt[1]] for bt in self.batches if bt[3]])
             extra = [(a.reshape(-1), b.reshape(-1)) for op in failed for a, b in op.fallback]
             if not extra or all(np.array_equal(cls_of_id[a], cls_of_id[b]) for a, b in extra):
                 break

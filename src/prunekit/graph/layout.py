@@ -232,10 +232,11 @@ class Region:
         return r
 
 
-def build_regions(ops: list[LayoutOp], cls_of_id: np.ndarray, pinned: np.ndarray,
-                  members: dict[tuple, np.ndarray], same: list[np.ndarray]) -> tuple[list[Region], list[LayoutOp]]:
+def build_regions(ops: list[LayoutOp], cls_of_id: np.ndarray, pinned: np.ndarray, members: dict[tuple, np.ndarray],
+                  same: list[np.ndarray], produced: list[np.ndarray]) -> tuple[list[Region], list[LayoutOp]]:
     """Checked regions of the recorded ops (only those containing a shuffle), and the ops whose fallback ties
-    must be applied. ``members``: member key -> class array; ``same``: class arrays of deferred size checks."""
+    must be applied. ``members``: member key -> class array; ``same``: class arrays of deferred size checks;
+    ``produced``: the classes of each producer's output (a region's group must hold only the region's classes)."""
     # connect ops through the values they share (by class array)
     n_ops = len(ops)
     parent = list(range(n_ops))
@@ -261,7 +262,7 @@ def build_regions(ops: list[LayoutOp], cls_of_id: np.ndarray, pinned: np.ndarray
         if not any(op.kind == "shuffle" for op in comp):
             failed.extend(comp)
             continue
-        region = _region(comp, cls_of_id, pinned, members, same)
+        region = _region(comp, cls_of_id, pinned, members, same, produced)
         if region is None:
             failed.extend(comp)
         else:
@@ -269,7 +270,7 @@ def build_regions(ops: list[LayoutOp], cls_of_id: np.ndarray, pinned: np.ndarray
     return regions, failed
 
 
-def _region(comp: list[LayoutOp], cls_of_id, pinned, members, same) -> Region | None:
+def _region(comp: list[LayoutOp], cls_of_id, pinned, members, same, produced) -> Region | None:
     values: list[np.ndarray] = []
     index: dict[bytes, int] = {}
 
@@ -311,6 +312,8 @@ def _region(comp: list[LayoutOp], cls_of_id, pinned, members, same) -> Region | 
         member_value[key] = v
     if any(inside[c].any() for c in same):
         return None
+    if any(inside[c].any() and not inside[c].all() for c in produced):
+        return None  # a producer whose output is only partly in the region
     rng = np.random.default_rng(len(values))
     codes = np.zeros(len(values), dtype=np.uint64)
     for v in set(member_value.values()):
