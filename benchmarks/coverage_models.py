@@ -1,8 +1,10 @@
 """Coverage sweep over models nobody here wrote (timm families, torchvision's ShuffleNetV2): per model, whether
-the graph builds, its coverage (share of conv output channels prunable), the share of MACs kept at
-``ratio=0.3`` (analytic, from the graph), and whether the model pruned at that ratio still runs.
+the graph builds, its coverage (share of conv output channels prunable), the share of MACs kept and removed at
+``ratio=0.3`` (``macs_kept_at_ratio`` / ``macs_removed_at_<ratio>``: analytic, from the graph;
+``macs_kept_measured`` / ``macs_removed_measured``: counted on the pruned model), and whether the model pruned at
+that ratio still runs.
 
-    PYTHONPATH=<timm dir> .venv/bin/python benchmarks/coverage_models.py -o benchmarks/results/coverage-timm.json
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage_models.py -o benchmarks/results/coverage-timm-after.json
 
 Random weights, nothing downloaded; one thread; 64-px inputs (enough for every stride here).
 """
@@ -19,8 +21,8 @@ from pathlib import Path
 import torch
 
 MODELS = ["timm:convnextv2_atto", "timm:mixnet_s", "timm:resnest14d", "timm:res2net50_14w_8s", "timm:cspresnet50",
-          "timm:poolformer_s12", "timm:mobilenetv4_conv_small", "timm:tf_efficientnet_b0",
-          "tv:shufflenet_v2_x0_5"]
+          "timm:cspdarknet53", "timm:poolformer_s12", "timm:mobilenetv4_conv_small", "timm:tf_efficientnet_b0",
+          "tv:shufflenet_v2_x0_5", "tv:shufflenet_v2_x1_0"]
 
 
 def build(name: str) -> torch.nn.Module:
@@ -54,6 +56,7 @@ def measure(name: str, ratio: float, size: int) -> dict:
     row.update(graph_ok=True, coverage=round(cov.ratio, 4), prunable_channels=cov.prunable, channels=cov.total,
                groups=len(graph.groups), prunable_groups=len(graph.prunable_groups),
                macs=graph.macs(), macs_kept_at_ratio=round(graph.macs(widths) / graph.macs(), 4),
+               **{f"macs_removed_at_{ratio:g}": round(1 - graph.macs(widths) / graph.macs(), 4)},
                warnings=sorted({str(w.message)[:160] for w in caught})[:8],
                unprunable=dict(list(cov.unprunable.items())[:8]))
     model = build(name)
@@ -65,6 +68,7 @@ def measure(name: str, ratio: float, size: int) -> dict:
                 model(x)
         row["pruned_runs"] = True
         row["macs_kept_measured"] = round(prunekit.count(model, x).macs / row["macs"], 4)
+        row["macs_removed_measured"] = round(1 - row["macs_kept_measured"], 4)
     except Exception as exc:  # noqa: BLE001
         row.update(pruned_runs=False, prune_error=f"{type(exc).__name__}: {str(exc)[:300]}")
     return row
@@ -82,6 +86,7 @@ def main() -> None:
     for name in args.models:
         row = measure(name, args.ratio, args.size)
         print(json.dumps({k: row.get(k) for k in ("model", "graph_ok", "coverage", "macs_kept_at_ratio",
+                                                 f"macs_removed_at_{args.ratio:g}", "macs_removed_measured",
                                                  "pruned_runs", "error")}), flush=True)
         rows.append(row)
     try:
