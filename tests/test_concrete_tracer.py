@@ -216,3 +216,16 @@ def test_methods_take_the_tracing_options(tmp_path):
     # the opaque block's input and output channels are not prunable; the others are pruned
     assert not {"conv1.0", "conv2.0"} & set(result.widths_before)
     assert result.widths_after["conv4.0"] < result.widths_before["conv4.0"]
+
+
+def test_a_model_that_already_ran_is_traced_as_freshly_built():
+    """The head caches the input shape on its first call; tracing the cache-hit branch would pin the channel
+    count it compares: the graph of a model that has run equals that of a fresh one."""
+    model = _detector()
+    with torch.no_grad():
+        model(X)
+    assert model.head.shape is not None
+    cached = {g.name: g.prunable for g in DependencyGraph(model, X, pin_outputs=False).groups}
+    fresh = {g.name: g.prunable for g in DependencyGraph(_detector(), X, pin_outputs=False).groups}
+    assert cached == fresh and cached["down.0"]
+    assert model.head.shape == X.new_empty(2, 32, 8, 8).shape  # the cache is left as it was

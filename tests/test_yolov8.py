@@ -119,3 +119,15 @@ def test_classification_model_prunes():
         y = model(x)
     assert all(t.shape == (1, 10) for t in _flat(y))  # eval mode: (probabilities, logits)
     assert prunekit.count(model, x).macs < 0.7 * macs0
+
+
+def test_a_detector_that_already_ran_prunes_like_a_fresh_one():
+    """Detect caches the input shape on its first call (``self.shape``); the graph of a model that ran (say, a
+    validation pass before pruning) must not pin the feature maps the cache key compares."""
+    fresh = DependencyGraph(_yolo(), X, pin_outputs=False)
+    used = _yolo()
+    with torch.no_grad():
+        used(X)
+    assert used.model[-1].shape is not None
+    ran = DependencyGraph(used, X, pin_outputs=False)
+    assert {g.name: g.prunable for g in ran.groups} == {g.name: g.prunable for g in fresh.groups}

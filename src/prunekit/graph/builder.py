@@ -145,6 +145,10 @@ class Builder:
         self.called_leaves: set[str] = set()
         self.param_owners: dict[str, tuple[str, str]] = {}   # param qualname -> (owner qualname, attr)
         self.warnings: dict[str, None] = {}
+        # comparisons of channel counts that decide a branch (node names): those whose other branch was traced
+        # too (``analysed_branches``) constrain nothing themselves; the others pin and are listed in ``branches``
+        self.branches: list[str] = []
+        self.analysed_branches: frozenset[str] = frozenset()
         self._modules: dict[str, nn.Module] | None = None
 
     # ---- ids ---------------------------------------------------------------------------------------------

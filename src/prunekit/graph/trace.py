@@ -89,7 +89,8 @@ class _ConcreteProxy(torch.fx.Proxy):
         return value
 
     def __bool__(self) -> bool:
-        return bool(self._value("bool"))
+        value = bool(self._value("bool"))
+        return not value if self.node.name in self.tracer.flips else value  # type: ignore[attr-defined]
 
     def __len__(self) -> int:
         return len(self._value("len"))
@@ -123,9 +124,10 @@ class _ConcreteTracer(_Tracer):
     where control flow needs it."""
 
     def __init__(self, inputs: Sequence[torch.Tensor], leaf_types: tuple[type, ...],
-                 leaf_names: frozenset[str] = frozenset(), meta: bool = True):
+                 leaf_names: frozenset[str] = frozenset(), meta: bool = True, flips: frozenset[str] = frozenset()):
         super().__init__(leaf_types, leaf_names)
         self.values: dict[torch.fx.Node, Any] = {}
+        self.flips = flips  # names of the nodes whose truth value is taken the other way (the other branch)
         self.meta = meta
         self._inputs = [_to_meta(x) for x in inputs] if meta else list(inputs)
         self._meta_state: dict[str, dict[str, torch.Tensor]] = {}
@@ -304,7 +306,8 @@ TRACERS = ("auto", "fx", "concrete")
 
 def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Iterable[str] = (), *,
           tracer: str = "fx", inputs: Sequence[torch.Tensor] | None = None, used: list[str] | None = None,
-          real_values: bool = False) -> list[tuple[torch.fx.Graph, dict[str, Any], dict | None, bool]]:
+          real_values: bool = False, flips: frozenset[str] = frozenset()
+          ) -> list[tuple[torch.fx.Graph, dict[str, Any], dict | None, bool]]:
     """fx graphs of ``model``'s eval-mode forward and, if it differs, its train-mode forward.
 
     ``tracer``: ``"fx"`` (symbolic), ``"concrete"`` (fx that also runs each op on ``inputs`` so Python control
@@ -332,7 +335,7 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Itera
     while True:
         try:
             graphs = _trace_modes(model, leaf_types, frozenset(leaf_names), None if use == "fx" else inputs,
-                                  meta=use == "concrete-meta")
+                                  meta=use == "concrete-meta", flips=flips)
         except _TraceFailed as failed:
             where = failed.where
             if _keep_whole(where, leaf_names):
@@ -379,13 +382,14 @@ class _TraceFailed(Exception):
 
 
 def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: frozenset[str],
-                 inputs: Sequence[torch.Tensor] | None = None, meta: bool = False
+                 inputs: Sequence[torch.Tensor] | None = None, meta: bool = False, flips: frozenset[str] = frozenset()
                  ) -> list[tuple[torch.fx.Graph, dict[str, Any], dict | None, bool]]:
-    """Trace eval and train mode (fx, or concrete on ``inputs``: values on meta tensors if ``meta``)."""
+    """Trace eval and train mode (fx, or concrete on ``inputs``: values on meta tensors if ``meta``, the truth
+    value of the nodes named in ``flips`` taken the other way)."""
     graphs = []
     for training in (False, True):
         tracer = _Tracer(leaf_types, leaf_names) if inputs is None else _ConcreteTracer(inputs, leaf_types,
-                                                                                        leaf_names, meta)
+                                                                                        leaf_names, meta, flips)
         before = set(vars(model))
         try:
             with _mode(model, training), scratch_buffers(model), _kept_attributes(model):
@@ -597,15 +601,64 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
     their count (False: they may shrink too)."""
     used: list[str] = []
     graphs = trace(model, leaf_types, leaf_names, tracer=tracer, inputs=inputs, used=used)
+    real = False
     try:
-        return _analyse_graphs(model, inputs, graphs, pin_outputs), used[0]
+        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs)
     except _MetaRunFailed:  # a concrete graph traced on meta values has an op meta tensors cannot run
-        graphs = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=True)
-        return _analyse_graphs(model, inputs, graphs, pin_outputs), "concrete"
+        graphs, real = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=True), True
+        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs)
+        used = ["concrete"]
+    if branches and graphs[0][2] is not None:
+        # A channel count decides a branch (``if self.shape != x.shape: <recompute>``, the shape cached by an
+        # earlier call). Trace the other side of every such decision; if both paths compute the same outputs on
+        # the example inputs (a cache hit and its recomputation), analyse them together: whichever the pruned
+        # model takes, its constraints hold and its function is the same. Otherwise (or if the other side
+        # cannot be traced) the counts stay pinned.
+        flips = frozenset(branches)
+        try:
+            other = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=real,
+                          flips=flips)
+            if _same_outputs(model, graphs[0], other[0], inputs):
+                core, _ = _analyse(model, inputs, graphs + other, pin_outputs, flips)
+        except (GraphError, _MetaRunFailed):
+            pass
+    return core, used[0]
+
+
+def _same_outputs(model: nn.Module, a: tuple, b: tuple, inputs: tuple[torch.Tensor, ...]) -> bool:
+    """Whether two traced eval-mode graphs of ``model`` give the same outputs on ``inputs`` (relative error
+    below 1e-5 on every floating output, equal otherwise)."""
+    def run(graph: torch.fx.Graph, consts: dict[str, Any]) -> list:
+        for k, v in consts.items():
+            setattr(model, k, v)
+        try:
+            out = torch.fx.GraphModule(model, graph)(*inputs)
+        finally:
+            for k in consts:
+                delattr(model, k)
+        flat: list = []
+        map_aggregate(out, lambda x: flat.append(x) if isinstance(x, torch.Tensor) else x)
+        return flat
+    try:
+        with _mode(model, False), torch.no_grad(), scratch_buffers(model), _kept_attributes(model):
+            ya, yb = run(a[0], a[1]), run(b[0], b[1])
+    except Exception:  # noqa: BLE001 - cannot tell: not the same
+        return False
+    if len(ya) != len(yb):
+        return False
+    for u, v in zip(ya, yb):
+        if u.shape != v.shape or u.dtype != v.dtype:
+            return False
+        if not u.is_floating_point():
+            if not torch.equal(u, v):
+                return False
+        elif float((u.double() - v.double()).norm()) > 1e-5 * float(u.double().norm()) + 1e-12:
+            return False
+    return True
 
 
 def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool = True
-                    ) -> Core:
+                    ) -> tuple[Core, list[str]]:
     try:
         return _analyse(model, inputs, graphs, pin_outputs)
     except GraphError as exc:
@@ -618,11 +671,14 @@ def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: 
         return _analyse(model, inputs, graphs[:1], pin_outputs)
 
 
-def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool) -> Core:
+def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool,
+             analysed_branches: frozenset[str] = frozenset()) -> tuple[Core, list[str]]:
+    """The core of ``graphs`` walked together, and the branch decisions on channel counts that pinned."""
     batch = int(inputs[0].shape[0]) if inputs[0].ndim else 1
     concrete = graphs[0][2] is not None  # values known: walk once, computing only what the tracer could not
     for meta in (True, False):
         b = Builder(model, batch)
+        b.analysed_branches = analysed_branches
         try:
             with _mode(model, False), torch.no_grad(), scratch_buffers(model):
                 for i, (graph, consts, values, meta_values) in enumerate(graphs):
@@ -632,5 +688,5 @@ def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, p
             if concrete:
                 raise
             continue
-        return b.finalize()
+        return b.finalize(), b.branches
     raise AssertionError("unreachable")

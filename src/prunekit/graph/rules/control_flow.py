@@ -1,8 +1,10 @@
 """Comparisons of sizes (``self.shape != x.shape``, ``x.size(1) == 64``): their Python bool only steers control
 flow, which the concrete tracer specialised on the example inputs. Such a comparison constrains the channel counts
 it reads only if its result would change when those counts change: it is evaluated again with each channel count
-moved by one either way; if the answer never changes (``None != shape`` — a cache check), nothing is pinned, else
-the counts are pinned (pruning would send the forward down another branch)."""
+moved by one either way; if the answer never changes (``None != shape``), nothing is pinned. If it changes
+(``self.shape != x.shape`` once a first call has cached the shape), the concrete tracer traces the model again
+with that decision flipped and both branches are analysed together (the comparison then pins nothing); where the
+other branch cannot be traced, the counts are pinned (pruning would send the forward down an unanalysed path)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,8 @@ def size_comparison(b: Builder, call: Call):
                       != bool(call.out) for d in (-1, 1))
     except Exception:  # noqa: BLE001 - cannot tell: keep the counts
         depends = True
-    if depends:
+    if depends and call.node.name not in b.analysed_branches:
+        b.branches.append(call.node.name)
         for i in ids:
             b.pin(i, f"channel count decides a branch ({call.op_name()}) in '{call.where}'")
     return None
