@@ -28,6 +28,9 @@ def git_sha(short: bool = True) -> str:
         return "unknown"
 
 
+_SHA_AT_IMPORT = git_sha()
+
+
 def device_name(device: str = "cpu") -> str:
     """``NVIDIA H100 80GB HBM3`` for CUDA, else the CPU model and core count."""
     import torch
@@ -46,9 +49,14 @@ def device_name(device: str = "cpu") -> str:
 
 
 def versions(**extra: str) -> dict[str, str]:
+    """prunekit's commit when this module was imported (the code a long run loaded; ``prunekit_when_written``
+    is added if the checkout moved on since), torch and Python versions, plus ``extra``."""
     import torch
 
-    v = {"prunekit": git_sha(), "torch": torch.__version__, "python": platform.python_version()}
+    v = {"prunekit": _SHA_AT_IMPORT, "torch": torch.__version__, "python": platform.python_version()}
+    now = git_sha()
+    if now != _SHA_AT_IMPORT:
+        v["prunekit_when_written"] = now
     v.update(extra)
     return v
 
