@@ -139,3 +139,30 @@ def test_res2net_scales_shrink_alike():
     # is a group of its own
     assert model.block.width == 2 and model.block.conv1.out_channels == 8 and model.block.conv3.in_channels == 9
     assert model(X).shape == (2, 5)
+
+
+class CoincidentalAttribute(nn.Module):
+    """A literal split size that happens to equal an unrelated attribute (``pieces`` is a count of pieces, not
+    their size): surgery must not rewrite ``pieces``; the split is a literal one (the last piece may shrink)."""
+
+    def __init__(self):
+        super().__init__()
+        self.pieces = 4
+        self.a = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        self.b = nn.Conv2d(4, 4, 1)
+        self.c = nn.Conv2d(12, 4, 1)
+
+    def forward(self, x):
+        parts = torch.split(self.a(x), 4, 1)
+        return self.b(parts[0]) * self.pieces + self.c(torch.cat(parts[1:], 1))
+
+
+def test_a_coincidentally_equal_attribute_is_not_taken_for_the_split_size():
+    model = randomize_bn(CoincidentalAttribute()).eval()
+    graph = DependencyGraph(model, X)
+    member_attrs = {getattr(m.member, "attr", None) for g in graph.groups for m in g.members}
+    assert "pieces" not in member_attrs
+    prunekit.prune(model, X, ratio=0.5)
+    assert model.pieces == 4
+    with torch.no_grad():
+        model(X)

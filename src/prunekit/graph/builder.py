@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch.nn as nn
@@ -120,6 +120,10 @@ class Core:
                     self.layers, self.warnings, self.records, regions)
 
 
+def _source_unknown(module: nn.Module, attr: str, node_name: str, value: Any) -> bool:
+    return False
+
+
 class Builder:
     """Collects ids, ties, pins, members and layer costs while the rules walk the graph."""
 
@@ -149,6 +153,9 @@ class Builder:
         # too (``analysed_branches``) constrain nothing themselves; the others pin and are listed in ``branches``
         self.branches: list[str] = []
         self.analysed_branches: frozenset[str] = frozenset()
+        # whether attribute ``attr`` of ``module`` is where the literal ``value`` of node ``node_name`` comes
+        # from (set by the tracer: it traces again with the attribute changed); unknown: assume not
+        self.attribute_feeds: Callable[[nn.Module, str, str, Any], bool] = _source_unknown
         self._modules: dict[str, nn.Module] | None = None
 
     # ---- ids ---------------------------------------------------------------------------------------------

@@ -22,8 +22,9 @@ the training flags are restored.
 
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 import torch.fx
@@ -601,12 +602,15 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
     their count (False: they may shrink too)."""
     used: list[str] = []
     graphs = trace(model, leaf_types, leaf_names, tracer=tracer, inputs=inputs, used=used)
+    concrete = graphs[0][2] is not None
+    sources = _AttributeSources(model, lambda: trace(model, leaf_types, leaf_names, inputs=inputs,
+                                                     tracer="concrete" if concrete else "fx")[0][0])
     real = False
     try:
-        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs)
+        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs, sources)
     except _MetaRunFailed:  # a concrete graph traced on meta values has an op meta tensors cannot run
         graphs, real = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=True), True
-        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs)
+        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs, sources)
         used = ["concrete"]
     if branches and graphs[0][2] is not None:
         # A channel count decides a branch (``if self.shape != x.shape: <recompute>``, the shape cached by an
@@ -619,10 +623,53 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
             other = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=real,
                           flips=flips)
             if _same_outputs(model, graphs[0], other[0], inputs):
-                core, _ = _analyse(model, inputs, graphs + other, pin_outputs, flips)
+                core, _ = _analyse(model, inputs, graphs + other, pin_outputs, sources, flips)
         except (GraphError, _MetaRunFailed):
             pass
     return core, used[0]
+
+
+class _AttributeSources:
+    """Whether a literal of the traced code comes from a module attribute: trace again (eval mode) with the
+    attribute changed and see whether the literal at the same node follows (cached per question)."""
+
+    _KEYS = ("split_size_or_sections", "split_size", "split_sizes")
+
+    def __init__(self, model: nn.Module, retrace: Callable[[], torch.fx.Graph]):
+        self.model, self.retrace = model, retrace
+        self.known: dict[tuple[int, str, str], bool] = {}
+
+    def __call__(self, module: nn.Module, attr: str, node_name: str, value: Any) -> bool:
+        key = (id(module), attr, node_name)
+        if key not in self.known:
+            self.known[key] = self._check(module, attr, node_name, value)
+        return self.known[key]
+
+    def _check(self, module: nn.Module, attr: str, node_name: str, value: Any) -> bool:
+        if isinstance(value, int):
+            probe: Any = value + 1
+        elif isinstance(value, (list, tuple)) and value:
+            probe = type(value)([*value[:-1], value[-1] + 1])
+        else:
+            return False
+        old = vars(module)[attr]
+        setattr(module, attr, probe)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = self.retrace()
+        except Exception:  # noqa: BLE001 - cannot tell: not confirmed
+            return False
+        finally:
+            setattr(module, attr, old)
+        node = next((n for n in graph.nodes if n.name == node_name), None)
+        if node is None:
+            return False
+        got = node.args[1] if len(node.args) > 1 else next((node.kwargs[k] for k in self._KEYS if k in node.kwargs),
+                                                           None)
+        same = list(got) == list(probe) if isinstance(probe, (list, tuple)) and isinstance(got, (list, tuple)) \
+            else got == probe
+        return bool(same)
 
 
 def _same_outputs(model: nn.Module, a: tuple, b: tuple, inputs: tuple[torch.Tensor, ...]) -> bool:
@@ -657,10 +704,10 @@ def _same_outputs(model: nn.Module, a: tuple, b: tuple, inputs: tuple[torch.Tens
     return True
 
 
-def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool = True
-                    ) -> tuple[Core, list[str]]:
+def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool,
+                    sources: _AttributeSources) -> tuple[Core, list[str]]:
     try:
-        return _analyse(model, inputs, graphs, pin_outputs)
+        return _analyse(model, inputs, graphs, pin_outputs, sources)
     except GraphError as exc:
         if len(graphs) == 1:
             raise
@@ -668,17 +715,18 @@ def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: 
         warnings.warn(f"prunekit: the train-mode graph of {type(model).__name__} does not run on example_inputs "
                       f"({exc}); only the eval-mode graph is analysed (train-only branches such as auxiliary "
                       "heads may break after pruning: give example_inputs of the training size)", stacklevel=3)
-        return _analyse(model, inputs, graphs[:1], pin_outputs)
+        return _analyse(model, inputs, graphs[:1], pin_outputs, sources)
 
 
 def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool,
-             analysed_branches: frozenset[str] = frozenset()) -> tuple[Core, list[str]]:
+             sources: _AttributeSources, analysed_branches: frozenset[str] = frozenset()) -> tuple[Core, list[str]]:
     """The core of ``graphs`` walked together, and the branch decisions on channel counts that pinned."""
     batch = int(inputs[0].shape[0]) if inputs[0].ndim else 1
     concrete = graphs[0][2] is not None  # values known: walk once, computing only what the tracer could not
     for meta in (True, False):
         b = Builder(model, batch)
         b.analysed_branches = analysed_branches
+        b.attribute_feeds = sources
         try:
             with _mode(model, False), torch.no_grad(), scratch_buffers(model):
                 for i, (graph, consts, values, meta_values) in enumerate(graphs):

@@ -157,8 +157,9 @@ def _literal_int_size(call: Call) -> int | None:
 def _sizes_owner(b: Builder, call: Call, sizes: list[int]):
     """``(qualified name, module, attribute, equal)`` of the attribute of the calling module that holds the split
     sizes passed as a literal: a list equal to ``sizes``, or an int equal to the size of every (equal) piece
-    (``equal`` True: Res2Net's ``split(x, self.width, 1)``); None if there is no single such attribute or the
-    sizes are computed in the code."""
+    (``equal`` True: Res2Net's ``split(x, self.width, 1)``); None if there is no single such attribute, if the
+    tracer finds that changing the attribute does not change the traced sizes (an unrelated attribute that
+    happens to hold the same value: rewriting it would change the model), or the sizes are computed in the code."""
     raw = call.raw(1, "split_size_or_sections", call.node.kwargs.get("split_size", call.node.kwargs.get(
         "split_sizes")))
     if isinstance(raw, int) and not isinstance(raw, bool):
@@ -181,7 +182,9 @@ def _sizes_owner(b: Builder, call: Call, sizes: list[int]):
     except KeyError:
         return None
     found = [k for k, v in vars(module).items() if not k.startswith("_") and match(v)]
-    return (name, module, found[0], isinstance(raw, int)) if len(found) == 1 else None
+    if len(found) != 1 or not b.attribute_feeds(module, found[0], call.node.name, raw):
+        return None
+    return name, module, found[0], isinstance(raw, int)
 
 
 @function_rule(torch.unbind)
