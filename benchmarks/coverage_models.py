@@ -29,7 +29,8 @@ MODELS = ["timm:convnextv2_atto", "timm:mixnet_s", "timm:resnest14d", "timm:res2
           "timm:cspdarknet53", "timm:poolformer_s12", "timm:mobilenetv4_conv_small", "timm:tf_efficientnet_b0",
           "tv:shufflenet_v2_x0_5", "tv:shufflenet_v2_x1_0", "ultralytics:yolov8n", "ultralytics:yolov8n-cls"]
 # per-model prune options and input size (a detector's head returns its input maps: see the README)
-OPTIONS = {"ultralytics:yolov8n": {"pin_outputs": False}}
+OPTIONS = {"ultralytics:yolov8n": {"pin_outputs": False},
+           "timm:convnextv2_atto": {"approximate_statistics": True}}  # its global response norm: a mean over channels
 SIZES = {"ultralytics:yolov8n": 320}
 # the outputs whose shapes must not change (default: all); the detector's feature maps may shrink
 KEPT_OUTPUTS = {"ultralytics:yolov8n": lambda y: [y[0], y[1]["boxes"], y[1]["scores"]]}

@@ -187,9 +187,10 @@ def test_reduction_over_channels_pins(op):
     assert not g["a.0"].prunable and op in g["a.0"].reason
 
 
-def test_channel_statistic_broadcast_back_is_prunable_inexact():
+def test_channel_statistic_broadcast_back_is_prunable_inexact_on_opt_in():
     """ConvNeXt-V2's global response norm: a spatial L2 norm, divided by its mean over the channels (kept as a
-    size-1 dim and broadcast back), per-channel weight and bias: any width works; the mean shifts (inexact)."""
+    size-1 dim and broadcast back), per-channel weight and bias: any width works, but the mean shifts, so the
+    channels are pinned unless approximate_statistics=True (then prunable, inexact)."""
     class GRN(nn.Module):
         def __init__(self, c):
             super().__init__()
@@ -214,7 +215,9 @@ def test_channel_statistic_broadcast_back_is_prunable_inexact():
 
     torch.manual_seed(0)
     model = Net().eval()
-    g = DependencyGraph(model, X)
+    pinned = DependencyGraph(model, X)["fc1"]
+    assert not pinned.prunable and "approximate_statistics=True" in pinned.reason
+    g = DependencyGraph(model, X, approximate_statistics=True)
     assert g["fc1"].prunable and not g["fc1"].exact and g["a"].prunable and g["a"].exact
     bit_identical_when_nothing_pruned(Net().eval(), X)
     apply_widths(g, {"fc1": 6})

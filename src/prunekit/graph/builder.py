@@ -151,6 +151,7 @@ class Builder:
         self.warnings: dict[str, None] = {}
         # comparisons of channel counts that decide a branch (node names): those whose other branch was traced
         # too (``analysed_branches``) constrain nothing themselves; the others pin and are listed in ``branches``
+        self.approximate_statistics = False  # a mean/var over channels: prunable (inexact) instead of pinned
         self.branches: list[str] = []
         self.analysed_branches: frozenset[str] = frozenset()
         # whether attribute ``attr`` of ``module`` is where the literal ``value`` of node ``node_name`` comes

@@ -82,14 +82,17 @@ class DependencyGraph:
     forced; ``graph.tracer`` names the one used. A concrete graph is specialised on the example's shapes
     (build it with the input size you deploy). ``pin_outputs=False`` lets the channels of the model's outputs
     shrink too (outputs that carry intermediate feature maps, e.g. a detection head that also returns its
-    input maps: the caller must accept their new channel counts). Building never modifies the model
+    input maps: the caller must accept their new channel counts). ``approximate_statistics=True`` makes channels
+    that a mean/variance over the channel dim reads (ConvNeXt-V2's global response norm) prunable, marked
+    inexact: removing channels shifts that statistic, so the pruned model only approximates the masked one (as
+    with LayerNorm over channels); by default they are pinned. Building never modifies the model
     (parameters, buffers, flags, attributes).
     After ``prune_groups``/``apply_widths`` the graph describes the pruned model (group names stay; sizes
     shrink).
     """
 
     def __init__(self, model: nn.Module, example_inputs: Inputs, *, leaf_modules: Iterable[type | str] = (),
-                 tracer: str = "auto", pin_outputs: bool = True):
+                 tracer: str = "auto", pin_outputs: bool = True, approximate_statistics: bool = False):
         self.model = model
         self.example_inputs = _as_tuple(example_inputs)
         leaf_modules = list(leaf_modules)
@@ -102,7 +105,8 @@ class DependencyGraph:
         self._core: Core
         self._core, self.tracer = analyse(model, self.example_inputs,
                                           tuple(x for x in leaf_modules if isinstance(x, type)),
-                                          [x for x in leaf_modules if isinstance(x, str)], tracer, pin_outputs)
+                                          [x for x in leaf_modules if isinstance(x, str)], tracer, pin_outputs,
+                                          approximate_statistics)
         self._derive()
 
     # ---- structure ---------------------------------------------------------------------------------------------

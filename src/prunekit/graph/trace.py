@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
@@ -596,21 +597,24 @@ def _pin_sizes(b: Builder, call: Call, labels: Any) -> None:
 
 
 def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tuple[type, ...] = (),
-            leaf_names: Iterable[str] = (), tracer: str = "auto", pin_outputs: bool = True) -> tuple[Core, str]:
+            leaf_names: Iterable[str] = (), tracer: str = "auto", pin_outputs: bool = True,
+            approximate_statistics: bool = False) -> tuple[Core, str]:
     """Trace ``model`` (``tracer`` as in ``trace``) and run every rule; returns the class-level core of the
     dependency graph and the name of the tracer used. ``pin_outputs``: the channels of the model's outputs keep
-    their count (False: they may shrink too)."""
+    their count (False: they may shrink too). ``approximate_statistics``: a mean/var over the channels is
+    prunable (marked inexact) instead of pinned."""
     used: list[str] = []
     graphs = trace(model, leaf_types, leaf_names, tracer=tracer, inputs=inputs, used=used)
     concrete = graphs[0][2] is not None
     sources = _AttributeSources(model, lambda: trace(model, leaf_types, leaf_names, inputs=inputs,
                                                      tracer="concrete" if concrete else "fx")[0][0])
+    opts = _WalkOptions(pin_outputs, approximate_statistics, sources)
     real = False
     try:
-        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs, sources)
+        core, branches = _analyse_graphs(model, inputs, graphs, opts)
     except _MetaRunFailed:  # a concrete graph traced on meta values has an op meta tensors cannot run
         graphs, real = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=True), True
-        core, branches = _analyse_graphs(model, inputs, graphs, pin_outputs, sources)
+        core, branches = _analyse_graphs(model, inputs, graphs, opts)
         used = ["concrete"]
     if branches and graphs[0][2] is not None:
         # A channel count decides a branch (``if self.shape != x.shape: <recompute>``, the shape cached by an
@@ -623,10 +627,21 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
             other = trace(model, leaf_types, leaf_names, tracer="concrete", inputs=inputs, real_values=real,
                           flips=flips)
             if _same_outputs(model, graphs[0], other[0], inputs):
-                core, _ = _analyse(model, inputs, graphs + other, pin_outputs, sources, flips)
+                core, _ = _analyse(model, inputs, graphs + other, opts, flips)
         except (GraphError, _MetaRunFailed):
             pass
     return core, used[0]
+
+
+@dataclass(frozen=True)
+class _WalkOptions:
+    """How the rules are run: ``pin_outputs`` (the model's outputs keep their channel counts),
+    ``approximate_statistics`` (a mean/var over channels is prunable, inexact), ``sources`` (the split-size
+    attribute check)."""
+
+    pin_outputs: bool
+    approximate_statistics: bool
+    sources: "_AttributeSources"
 
 
 class _AttributeSources:
@@ -704,10 +719,10 @@ def _same_outputs(model: nn.Module, a: tuple, b: tuple, inputs: tuple[torch.Tens
     return True
 
 
-def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool,
-                    sources: _AttributeSources) -> tuple[Core, list[str]]:
+def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, opts: "_WalkOptions"
+                    ) -> tuple[Core, list[str]]:
     try:
-        return _analyse(model, inputs, graphs, pin_outputs, sources)
+        return _analyse(model, inputs, graphs, opts)
     except GraphError as exc:
         if len(graphs) == 1:
             raise
@@ -715,23 +730,24 @@ def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: 
         warnings.warn(f"prunekit: the train-mode graph of {type(model).__name__} does not run on example_inputs "
                       f"({exc}); only the eval-mode graph is analysed (train-only branches such as auxiliary "
                       "heads may break after pruning: give example_inputs of the training size)", stacklevel=3)
-        return _analyse(model, inputs, graphs[:1], pin_outputs, sources)
+        return _analyse(model, inputs, graphs[:1], opts)
 
 
-def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, pin_outputs: bool,
-             sources: _AttributeSources, analysed_branches: frozenset[str] = frozenset()) -> tuple[Core, list[str]]:
+def _analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: list, opts: "_WalkOptions",
+             analysed_branches: frozenset[str] = frozenset()) -> tuple[Core, list[str]]:
     """The core of ``graphs`` walked together, and the branch decisions on channel counts that pinned."""
     batch = int(inputs[0].shape[0]) if inputs[0].ndim else 1
     concrete = graphs[0][2] is not None  # values known: walk once, computing only what the tracer could not
     for meta in (True, False):
         b = Builder(model, batch)
         b.analysed_branches = analysed_branches
-        b.attribute_feeds = sources
+        b.attribute_feeds = opts.sources
+        b.approximate_statistics = opts.approximate_statistics
         try:
             with _mode(model, False), torch.no_grad(), scratch_buffers(model):
                 for i, (graph, consts, values, meta_values) in enumerate(graphs):
                     b.record_layers = i == 0
-                    _walk(b, graph, consts, inputs, meta_values if concrete else meta, values, pin_outputs)
+                    _walk(b, graph, consts, inputs, meta_values if concrete else meta, values, opts.pin_outputs)
         except _MetaRunFailed:
             if concrete:
                 raise

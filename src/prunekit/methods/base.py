@@ -115,15 +115,18 @@ class Method:
     def run(self, model: nn.Module, data: Any, output_dir: str | Path, *, device: str = "cpu",
             log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = (),
             restart: bool = False, info: RunInfo | None = None, leaf_modules: Iterable[type | str] = (),
-            tracer: str = "auto") -> "PruneResult":
+            tracer: str = "auto", approximate_statistics: bool = False) -> "PruneResult":
         """Prune ``model`` on ``data`` (prunekit DataLoaders: train / val / test) under ``output_dir``
         (resumable: re-running the same call continues; other settings stop with a clear error unless
-        ``restart``) and report. ``callbacks`` join every training stage. ``leaf_modules``/``tracer``: how every
-        graph of the run is traced (see ``DependencyGraph``). Returns the :class:`PruneResult`; writes
-        ``result.json``, ``widths.png``, method plots and ``model.safetensors`` into ``output_dir`` (every
-        stage is a prunekit model file: the model needs an fx graph, see ``prunekit.io.save``)."""
+        ``restart``) and report. ``callbacks`` join every training stage. ``leaf_modules``/``tracer``/
+        ``approximate_statistics``: how every graph of the run is built (see ``DependencyGraph``). Returns the
+        :class:`PruneResult`; writes ``result.json``, ``widths.png``, method plots and ``model.safetensors`` into
+        ``output_dir`` (every stage is a prunekit model file: the model needs an fx graph, see
+        ``prunekit.io.save``)."""
         run = MethodRun(self, model, data, output_dir, device=device, log=log, latency=latency,
-                        callbacks=callbacks, restart=restart, info=info, leaf_modules=leaf_modules, tracer=tracer)
+                        callbacks=callbacks, restart=restart, info=info,
+                        trace_options={"leaf_modules": tuple(leaf_modules), "tracer": tracer,
+                                       "approximate_statistics": approximate_statistics})
         self.check(run, run.model)
         final = self.execute(run, run.model)
         return run.finish(final)
@@ -173,7 +176,7 @@ class MethodRun:
 
     def __init__(self, method: Method, model: nn.Module, data: Any, output_dir: str | Path, *, device: str,
                  log: Callable[[str], None] | None, latency: bool, callbacks: Iterable[Callback], restart: bool,
-                 info: RunInfo | None, leaf_modules: Iterable[type | str] = (), tracer: str = "auto"):
+                 info: RunInfo | None, trace_options: Mapping[str, Any] | None = None):
         self.method, self.config, self.data = method, method.config, data
         self.out = Path(output_dir)
         self.device = device
@@ -183,7 +186,7 @@ class MethodRun:
         self.info = info or RunInfo()
         self.x = next(iter(data.test))[0][:2].detach().cpu()
         self.model = model.cpu()
-        self.trace_options: dict[str, Any] = {"leaf_modules": tuple(leaf_modules), "tracer": tracer}
+        self.trace_options: dict[str, Any] = dict(trace_options or {})  # DependencyGraph's keyword options
         self.graph0 = self.graph(self.model)  # of the input model, before any stage
         self.widths0 = {g.name: g.size for g in self.graph0.prunable_groups}
         self.details: dict[str, Any] = {}

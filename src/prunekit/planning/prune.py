@@ -54,13 +54,14 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
                  min_channels: int = 1, round_to: int = 1, protected: Iterable[str] | None = None,
                  optimizer: torch.optim.Optimizer | None = None,
                  example_inputs: Inputs | None = None, leaf_modules: Iterable[type | str] = (),
-                 tracer: str = "auto", pin_outputs: bool = True) -> dict[str, torch.Tensor]:
+                 tracer: str = "auto", pin_outputs: bool = True, approximate_statistics: bool = False
+                 ) -> dict[str, torch.Tensor]:
     """Set each named group to the given width, keeping its highest-scoring channels; returns the kept
     channel indices per changed group (sorted, in the group's original numbering).
 
     ``graph``: a DependencyGraph (it then describes the pruned model), or a model together with
-    ``example_inputs`` (a graph is built for it, with ``leaf_modules``, ``tracer`` and ``pin_outputs`` as in
-    ``DependencyGraph``). ``widths``:
+    ``example_inputs`` (a graph is built for it, with ``leaf_modules``, ``tracer``, ``pin_outputs`` and
+    ``approximate_statistics`` as in ``DependencyGraph``). ``widths``:
     {group name: width}, partial allowed (see ``DependencyGraph.plan``). ``scores``: {group name: Tensor[size]}
     (higher = keep); groups without scores are scored by ``importance`` (a registered name, an ``Importance``,
     or ``"prefix"``). Pinned channels are always kept. The model is modified in place; ``optimizer`` state
@@ -70,7 +71,7 @@ def apply_widths(graph: DependencyGraph | nn.Module, widths: Mapping[str, int], 
         if example_inputs is None:
             raise ConfigError("apply_widths(model, ...) needs example_inputs= (or pass a DependencyGraph)")
         graph = DependencyGraph(graph, example_inputs, leaf_modules=leaf_modules, tracer=tracer,
-                                pin_outputs=pin_outputs)
+                                pin_outputs=pin_outputs, approximate_statistics=approximate_statistics)
     p = plan(graph, widths, keep=importance, scores=scores, min_channels=min_channels, round_to=round_to,
              protected=protected)
     graph.apply_plan(p, optimizer)
@@ -87,7 +88,7 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
           widths: Mapping[str, int] | None = None, importance: str | Importance = "l1", min_channels: int = 1,
           round_to: int = 1, protected: Iterable[str] | None = None,
           optimizer: torch.optim.Optimizer | None = None, leaf_modules: Iterable[type | str] = (),
-          tracer: str = "auto", pin_outputs: bool = True) -> nn.Module:
+          tracer: str = "auto", pin_outputs: bool = True, approximate_statistics: bool = False) -> nn.Module:
     """Prune ``model`` physically, in place, and return it.
 
     Exactly one of
@@ -98,7 +99,8 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
     ``protected``: group names left untouched. ``optimizer``: its state is sliced with the parameters.
     Tracing options, as in ``DependencyGraph``: ``leaf_modules`` (layers kept opaque, as types or qualified
     names), ``tracer`` (``"auto"``, ``"fx"``, ``"concrete"``), ``pin_outputs`` (False: the model's output
-    channels may shrink too). Group names come from ``DependencyGraph(model, example_inputs, ...).groups``.
+    channels may shrink too), ``approximate_statistics`` (True: channels a mean/var over the channel dim reads
+    are prunable, inexactly). Group names come from ``DependencyGraph(model, example_inputs, ...).groups``.
     """
     if (ratio is None) == (widths is None):
         raise ConfigError("give exactly one of ratio= (uniform fraction removed per group) or widths= "
@@ -108,7 +110,8 @@ def prune(model: nn.Module, example_inputs: Inputs, *, ratio: float | None = Non
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
             raise ConfigError(f"ratio={ratio!r} must be a number in [0, 1)")
         check_range("ratio", float(ratio), 0.0, 1.0, high_open=True)
-    graph = DependencyGraph(model, example_inputs, leaf_modules=leaf_modules, tracer=tracer, pin_outputs=pin_outputs)
+    graph = DependencyGraph(model, example_inputs, leaf_modules=leaf_modules, tracer=tracer, pin_outputs=pin_outputs,
+                            approximate_statistics=approximate_statistics)
     prot = _protected_names(graph, protected)
     if ratio is not None:
         widths = uniform_widths(graph, ratio, prot)

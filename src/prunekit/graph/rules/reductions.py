@@ -13,8 +13,9 @@ from prunekit.graph.rules.registry import (Call, Labels, broadcast, function_rul
 
 _SUMLIKE = {"sum", "nansum", "norm"}
 # statistics that, kept as a size-1 dim (keepdim=True), can only be broadcast back over the channels they
-# summarise (ConvNeXt-V2's global response norm divides by a mean over channels): any width works, and removing
-# channels shifts the statistic slightly, as for LayerNorm (the channels are marked inexact, not pinned)
+# summarise (ConvNeXt-V2's global response norm divides by a mean over channels): any width works, but removing
+# channels shifts the statistic, so the pruned model only approximates the masked one. Opt-in
+# (``approximate_statistics=True``: the channels are marked inexact, as for LayerNorm); else they are pinned.
 _STATISTICS = {"mean", "nanmean", "var", "std"}
 
 
@@ -41,8 +42,11 @@ def _reduction(kind: str):
         dims = _reduce_dims(dim, x.ndim)
         for d in dims:
             if d in lab and kind not in _SUMLIKE:
-                if keepdim and kind in _STATISTICS:
+                if keepdim and kind in _STATISTICS and b.approximate_statistics:
                     b.mark_inexact(lab[d])
+                elif keepdim and kind in _STATISTICS:
+                    b.pin(lab[d], f"{kind} over a channel dim in '{call.where}' (a statistic over the channels: "
+                          "approximate_statistics=True prunes them anyway, shifting the statistic)")
                 else:
                     b.pin(lab[d], f"{kind} over a channel dim in '{call.where}'")
         if keepdim:
