@@ -200,3 +200,21 @@ def test_torchvision_shufflenet_v2_x0_5(tmp_path):
     loaded = prunekit.load(prunekit.save(work.model, tmp_path / "shufflenet.safetensors", example_inputs=x))
     with torch.no_grad():
         assert torch.equal(loaded(x), work.model(x))
+
+
+def test_two_shuffles_in_a_row_fall_back_to_position_ties():
+    """A shuffle of a shuffle's output is not a layout region (its pruned replay did not match the masked model);
+    the position ties keep pruning exact."""
+    from _graph_nets import ChunkShuffleNet, masked_then_pruned
+
+    class TwoShuffles(ChunkShuffleNet):
+        def forward(self, x):
+            x = self.stem(x)
+            x1, x2 = x.chunk(2, dim=1)
+            x = self.channel_shuffle(self.channel_shuffle(torch.cat([x1, self.branch(x2)], 1), 2), 2)
+            return self.head(self.after(x))
+
+    x = torch.randn(2, 3, 8, 8)
+    for seed in range(3):
+        err, _ = masked_then_pruned(TwoShuffles().eval(), x, seed=seed)
+        assert err < 1e-5
