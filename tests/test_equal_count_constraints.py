@@ -202,10 +202,10 @@ def test_torchvision_shufflenet_v2_x0_5(tmp_path):
         assert torch.equal(loaded(x), work.model(x))
 
 
-def test_two_shuffles_in_a_row_fall_back_to_position_ties():
-    """A shuffle of a shuffle's output is not a layout region (its pruned replay did not match the masked model);
-    the position ties keep pruning exact."""
-    from _graph_nets import ChunkShuffleNet, masked_then_pruned
+def test_two_shuffles_in_a_row_prune_exactly():
+    """A shuffle of a shuffle's output stays in one layout region; a plan's kept sets (per segment) prune it
+    exactly. (Arbitrary kept sets are first moved to an allowed one, so a mask must follow the plan's.)"""
+    from _graph_nets import ChunkShuffleNet
 
     class TwoShuffles(ChunkShuffleNet):
         def forward(self, x):
@@ -216,5 +216,16 @@ def test_two_shuffles_in_a_row_fall_back_to_position_ties():
 
     x = torch.randn(2, 3, 8, 8)
     for seed in range(3):
-        err, _ = masked_then_pruned(TwoShuffles().eval(), x, seed=seed)
-        assert err < 1e-5
+        torch.manual_seed(0)
+        graph = DependencyGraph(randomize_bn(TwoShuffles()).eval(), x)
+        widths = {g.name: max(1, g.size // 2) for g in graph.prunable_groups}
+        gen = torch.Generator().manual_seed(seed)
+        plan = graph.plan(widths, keep={n: torch.rand(graph[n].size, generator=gen) for n in widths})
+        for name, kept in plan.keep.items():
+            g = graph[name]
+            zero_channels(g, torch.tensor(sorted(set(range(g.size)) - set(kept.tolist())), dtype=torch.long))
+        with torch.no_grad():
+            masked = graph.model(x)
+        graph.apply_plan(plan)
+        with torch.no_grad():
+            assert rel_err(graph.model(x), masked) < 1e-5

@@ -294,10 +294,6 @@ def _region(comp: list[LayoutOp], cls_of_id, pinned, members, same, produced) ->
             return None  # a value made twice (or fed back): not a plain forward layout
         produced.update(outs)
         ops.append((op.kind, ins, outs, op.param))
-    shuffled = {o for kind, _, outs, _ in ops if kind == "shuffle" for o in outs}
-    if any(v in shuffled for kind, ins, _, _ in ops if kind == "shuffle" for v in ins):
-        return None  # a shuffle of a shuffle's output: the pruned replay does not match the masked model (seen:
-        # relative error 3e-4 on a chunk/cat net with two shuffles in a row); fall back to position ties
     leaves = [values[v] for v in leaf_values]
     allc = np.concatenate(leaves)
     if len(np.unique(allc)) != len(allc) or pinned[allc].any():
