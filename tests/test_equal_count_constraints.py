@@ -229,3 +229,48 @@ def test_two_shuffles_in_a_row_prune_exactly():
         graph.apply_plan(plan)
         with torch.no_grad():
             assert rel_err(graph.model(x), masked) < 1e-5
+
+
+def _shuffle(x, g):
+    n, c, h, w = x.shape
+    return x.view(n, g, c // g, h, w).transpose(1, 2).contiguous().view(n, -1, h, w)
+
+
+class _RandomBlock(nn.Module):
+    """chunk(2) -> a conv on one half, the other or both -> cat in either order -> shuffle with 2 or 4 groups."""
+
+    def __init__(self, c: int, rnd):
+        super().__init__()
+        self.mode, self.order = rnd.choice(["first", "second", "both"]), rnd.choice([0, 1])
+        self.g = rnd.choice([2, 2, 4]) if c % 8 == 0 else 2
+        self.b1, self.b2 = cbr(c // 2, c // 2, 1), cbr(c // 2, c // 2, 3)
+
+    def forward(self, x):
+        a, b = x.chunk(2, 1)
+        a = self.b1(a) if self.mode in ("second", "both") else a
+        b = self.b2(b) if self.mode in ("first", "both") else b
+        return _shuffle(torch.cat([a, b] if self.order == 0 else [b, a], 1), self.g)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_random_shuffle_nets_prune_exactly(seed):
+    import random
+
+    rnd = random.Random(seed)
+    c = rnd.choice([8, 16, 24])
+    torch.manual_seed(seed)
+    net = randomize_bn(nn.Sequential(cbr(3, c), *[_RandomBlock(c, rnd) for _ in range(rnd.randint(1, 4))],
+                                     nn.Conv2d(c, 5, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())).eval()
+    x = torch.randn(2, 3, 8, 8)
+    graph = DependencyGraph(net, x)
+    widths = {g.name: max(1, g.size // 2) for g in graph.prunable_groups}
+    gen = torch.Generator().manual_seed(seed)
+    plan = graph.plan(widths, keep={n: torch.rand(graph[n].size, generator=gen) for n in widths})
+    for name, kept in plan.keep.items():
+        g = graph[name]
+        zero_channels(g, torch.tensor(sorted(set(range(g.size)) - set(kept.tolist())), dtype=torch.long))
+    with torch.no_grad():
+        masked = net(x)
+    graph.apply_plan(plan)
+    with torch.no_grad():
+        assert rel_err(net(x), masked) < 1e-5
