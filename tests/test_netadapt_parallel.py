@@ -62,6 +62,7 @@ class Trained(Callback):
 
 WORKER = textwrap.dedent("""
     import json, sys, torch
+    torch.set_num_threads(1)  # as the in-process reference (whatever OMP_NUM_THREADS says)
     sys.path.insert(0, {tests!r})
     from test_netadapt_parallel import NetAdapt, Trained, config, data, model, outcome
     trained = Trained()
@@ -74,7 +75,17 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_two_processes_choose_as_one_and_continue_an_interrupted_run(tmp_path):
+@pytest.fixture
+def one_thread():
+    """torchrun gives each of its workers OMP_NUM_THREADS=1; the in-process runs compared with them must use one
+    thread too (another thread count changes float reduction order, hence the trained weights)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_two_processes_choose_as_one_and_continue_an_interrupted_run(tmp_path, one_thread):
     ref = NetAdapt(config()).run(model(), data(), tmp_path / "ref")
     assert ref.details["iterations"] == 3 and len(ref.details["proposals"][0]) == 3  # smallcnn: 3 groups
     # one process stops in iteration 2's second proposal; two processes continue the run in that folder
