@@ -443,9 +443,10 @@ def run_tp_arm(kind: str, base: nn.Module, data, p: Protocol, budget: float, see
 
 # ----------------------------------------------------------------------------------------------- records
 def tp_version() -> str:
+    """The installed torch-pruning distribution's version (its module's ``__version__`` says 1.6.0 in 1.6.1)."""
     try:
-        import torch_pruning as tp
-        return tp.__version__
+        from importlib.metadata import version
+        return version("torch-pruning")
     except Exception:  # noqa: BLE001
         return "not installed"
 
