@@ -229,3 +229,19 @@ def test_a_model_that_already_ran_is_traced_as_freshly_built():
     fresh = {g.name: g.prunable for g in DependencyGraph(_detector(), X, pin_outputs=False).groups}
     assert cached == fresh and cached["down.0"]
     assert model.head.shape == X.new_empty(2, 32, 8, 8).shape  # the cache is left as it was
+
+
+SCALE = torch.ones(1)  # a tensor literal of the forward's code: fx lifts it onto the root as a constant
+
+
+class LiteralThenDataBranch(DataBranch):
+    def forward(self, x):
+        return super().forward(x * SCALE)
+
+
+def test_a_failed_trace_leaves_no_lifted_constant_on_the_model():
+    model = LiteralThenDataBranch()
+    before = set(vars(model))
+    with pytest.raises(GraphError):
+        DependencyGraph(model, X)
+    assert set(vars(model)) == before

@@ -285,19 +285,22 @@ def _mode(model: nn.Module, training: bool) -> Iterator[None]:
 
 
 @contextmanager
-def _kept_attributes(model: nn.Module) -> Iterator[None]:
+def _kept_attributes(model: nn.Module) -> Iterator[dict[str, Any]]:
     """Undo attribute assignments that a forward makes on its modules while it is traced (``self.anchors =
-    ...`` would otherwise leave a proxy behind). fx's lifted tensor constants (``_tensor_constant*`` on the
-    root) are left for the caller, which takes them off the model."""
+    ...`` would otherwise leave a proxy behind). Yields a dict that receives, at exit, the attributes the block
+    added to the root model (fx parks the tensor literals it lifts out of the forward there: the graph's
+    constants); they are taken off the model too, whether tracing succeeded or not."""
     saved = [(m, dict(vars(m))) for m in model.modules()]
+    added: dict[str, Any] = {}
     try:
-        yield
+        yield added
     finally:
         for m, attrs in saved:
             now = vars(m)
-            lifted = ("_tensor_constant", "_param_constant") if m is model else ()
-            for key in [k for k in now if k not in attrs and not (lifted and k.startswith(lifted))]:
-                del now[key]
+            for key in [k for k in now if k not in attrs]:
+                value = now.pop(key)
+                if m is model:
+                    added[key] = value
             for key, value in attrs.items():
                 if now.get(key, _MISSING) is not value:
                     now[key] = value
@@ -360,7 +363,6 @@ def trace(model: nn.Module, leaf_types: tuple[type, ...] = (), leaf_names: Itera
     if used is not None:
         used.append(use.partition("-")[0])
     if auto:
-        import warnings
         warnings.warn(f"prunekit: fx could not trace the forward of {', '.join(auto[:5])}"
                       f"{f' and {len(auto) - 5} more' if len(auto) > 5 else ''}: each is kept whole and analysed "
                       "as the convolution/linear layer it subclasses (its weights have that layout)", stacklevel=3)
@@ -392,13 +394,11 @@ def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: fro
     for training in (False, True):
         tracer = _Tracer(leaf_types, leaf_names) if inputs is None else _ConcreteTracer(inputs, leaf_types,
                                                                                         leaf_names, meta, flips)
-        before = set(vars(model))
         try:
-            with _mode(model, training), scratch_buffers(model), _kept_attributes(model):
+            with _mode(model, training), scratch_buffers(model), _kept_attributes(model) as consts:
                 graph = tracer.trace(model)
         except Exception as exc:  # noqa: BLE001 - fx raises many types
             if training and graphs and not _keep_whole(tracer.failed_in, leaf_names):
-                import warnings
                 warnings.warn(f"prunekit: the train-mode forward of {type(model).__name__} could not be traced "
                               f"({type(exc).__name__}: {exc}); only the eval-mode graph is analysed", stacklevel=4)
                 break
@@ -414,12 +414,6 @@ def _trace_modes(model: nn.Module, leaf_types: tuple[type, ...], leaf_names: fro
                 "leaf_modules=[type or qualified name] (their channels become unprunable).")
             error.__cause__ = exc
             raise _TraceFailed(error, where) from exc
-        finally:
-            added = set(vars(model)) - before
-        consts = {}
-        for attr in added:
-            consts[attr] = getattr(model, attr)
-            delattr(model, attr)
         if graphs and str(graph) == str(graphs[0][0]):
             break
         graphs.append((graph, consts, getattr(tracer, "values", None), meta))
@@ -606,8 +600,8 @@ def analyse(model: nn.Module, inputs: tuple[torch.Tensor, ...], leaf_types: tupl
     used: list[str] = []
     graphs = trace(model, leaf_types, leaf_names, tracer=tracer, inputs=inputs, used=used)
     concrete = graphs[0][2] is not None
-    sources = _AttributeSources(model, lambda: trace(model, leaf_types, leaf_names, inputs=inputs,
-                                                     tracer="concrete" if concrete else "fx")[0][0])
+    sources = _AttributeSources(lambda: trace(model, leaf_types, leaf_names, inputs=inputs,
+                                              tracer="concrete" if concrete else "fx")[0][0])
     opts = _WalkOptions(pin_outputs, approximate_statistics, sources)
     real = False
     try:
@@ -650,8 +644,8 @@ class _AttributeSources:
 
     _KEYS = ("split_size_or_sections", "split_size", "split_sizes")
 
-    def __init__(self, model: nn.Module, retrace: Callable[[], torch.fx.Graph]):
-        self.model, self.retrace = model, retrace
+    def __init__(self, retrace: Callable[[], torch.fx.Graph]):
+        self.retrace = retrace
         self.known: dict[tuple[int, str, str], bool] = {}
 
     def __call__(self, module: nn.Module, attr: str, node_name: str, value: Any) -> bool:
@@ -726,7 +720,6 @@ def _analyse_graphs(model: nn.Module, inputs: tuple[torch.Tensor, ...], graphs: 
     except GraphError as exc:
         if len(graphs) == 1:
             raise
-        import warnings
         warnings.warn(f"prunekit: the train-mode graph of {type(model).__name__} does not run on example_inputs "
                       f"({exc}); only the eval-mode graph is analysed (train-only branches such as auxiliary "
                       "heads may break after pruning: give example_inputs of the training size)", stacklevel=3)
