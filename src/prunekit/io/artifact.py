@@ -46,8 +46,9 @@ WIDTHS_FORMAT_NAME = "prunekit.widths"
 WIDTHS_FORMAT = f"{WIDTHS_FORMAT_NAME}/1"
 
 
-class WidthsFileError(CodecError):
-    """The file is a widths file (architecture not included)."""
+class OtherFormatError(CodecError):
+    """The file is in prunekit's other format (a widths file where the architecture was expected, or the
+    reverse): the message says how to load it."""
 
 
 def save(model: nn.Module, path: str | os.PathLike[str], *, example_inputs: ExampleInputs | None = None,
@@ -295,8 +296,11 @@ def _check_format(fmt: Any, expected: str = FORMAT) -> None:
     match = re.fullmatch(rf"{re.escape(name)}/(\d+)", fmt) if isinstance(fmt, str) else None
     if match is None:
         if expected == FORMAT and isinstance(fmt, str) and fmt.startswith(WIDTHS_FORMAT_NAME + "/"):
-            raise WidthsFileError("it holds widths and weights, not the architecture: rebuild it from its unpruned "
-                                  "model with prunekit.load(path, model=<the unpruned model>)")
+            raise OtherFormatError("it holds widths and weights, not the architecture: rebuild it from its "
+                                   "unpruned model with prunekit.load(path, model=<the unpruned model>)")
+        if expected == WIDTHS_FORMAT and isinstance(fmt, str) and fmt.startswith(FORMAT_NAME + "/"):
+            raise OtherFormatError("it holds the architecture itself: load it with prunekit.load(path), without "
+                                   "model=")
         raise CodecError(f"unknown format {fmt!r} (expected {expected!r})")
     if int(match.group(1)) > int(version):
         raise CodecError(f"written in format {fmt}, newer than this prunekit reads ({expected}): upgrade prunekit")
@@ -423,7 +427,7 @@ def _parse_header(path: Path, metadata: Mapping[str, str] | None, expected: str 
         if not isinstance(header, dict):
             raise ValueError("the header is not a JSON object")
         _check_format(header.get("format"), expected)
-    except WidthsFileError as exc:
+    except OtherFormatError as exc:
         raise CheckpointError(f"{path}: {exc}") from exc
     except (ValueError, CodecError) as exc:
         raise CheckpointError(f"{path}: invalid prunekit header: {exc}") from exc
@@ -487,18 +491,6 @@ def read_widths_file(path: str | os.PathLike[str], device: str | torch.device = 
         if name in tensors:
             tensors[alias] = tensors[name]
     return header, tensors
-
-
-def file_format(path: str | os.PathLike[str]) -> str:
-    """The format a prunekit file is written in (``prunekit.model/1`` or ``prunekit.widths/1``)."""
-    path = Path(path)
-    with _open(path, "cpu") as f:
-        metadata = f.metadata() or {}
-    try:
-        fmt = json.loads(metadata.get("prunekit", "{}")).get("format")
-    except (ValueError, AttributeError):
-        fmt = None
-    return fmt if isinstance(fmt, str) else ""
 
 
 # ------------------------------------------------------------------------------------------------ misc

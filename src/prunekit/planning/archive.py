@@ -19,7 +19,7 @@ import torch.nn as nn
 
 from prunekit.errors import CheckpointError, ConfigError, PrunekitError
 from prunekit.graph import DependencyGraph
-from prunekit.io import file_format, read_widths_file, write_widths_file
+from prunekit.io import read_widths_file, write_widths_file
 from prunekit.io import load as load_graph_file
 from prunekit.io import save as save_graph_file
 from prunekit.io.artifact import ExampleInputs
@@ -67,15 +67,11 @@ def load(path: str | os.PathLike[str], *, model: nn.Module | None = None,
     given the saved weights, moved to ``device`` and returned. Raises CheckpointError naming the file and the
     problem (missing/corrupt file, a widths file without ``model``, a model that does not match the file).
     """
-    fmt = file_format(path) if Path(path).is_file() else ""
     if model is None:
         return load_graph_file(path, device=device)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module (the unpruned model), got {type(model).__name__}")
-    if fmt.startswith("prunekit.model/"):
-        raise CheckpointError(f"{path}: it holds the architecture itself: load it with prunekit.load(path), "
-                              "without model=")
-    header, tensors = read_widths_file(path, "cpu")  # a missing/corrupt/foreign file: its CheckpointError
+    header, tensors = read_widths_file(path, "cpu")  # missing/corrupt/foreign/graph-format file: CheckpointError
     cls = type(model)
     if header.get("class_name") != f"{cls.__module__}.{cls.__qualname__}":
         raise CheckpointError(f"{path}: saved from a {header.get('class_name')}, but model= is a "
