@@ -181,3 +181,14 @@ def test_cli_end_to_end_on_digits(tmp_path, resource):
     assert rec["details"]["resource"] == ("latency" if "latency" in resource else "macs")
     assert (out / "family.png").exists() and (out / "iter01" / "model.safetensors").exists()
     assert prunekit.load(out / "model.safetensors") is not None
+
+
+def test_run_takes_the_tracing_options(tmp_path):
+    """NetAdapt's own run (it shares proposals among processes) accepts Method.run's tracing options."""
+    c = NetAdaptConfig(target_macs=0.8, round_to=4, min_channels=4, short_term_steps=1, max_iters=1,
+                       uniform_points=0, measure_family=False,
+                       short_term=TrainConfig(epochs=1, lr=1e-3, schedule="constant", progress=False), long_term=None)
+    torch.manual_seed(0)
+    res = NetAdapt(c).run(prunekit.models.create("smallcnn", in_channels=1), build_data("digits", batch_size=64,
+                          val_split=0.2), tmp_path, latency=False, leaf_modules=["conv2"])
+    assert not {"conv1.0", "conv2.0"} & set(res.widths_before)  # the opaque block's channels stay whole

@@ -234,7 +234,8 @@ class NetAdapt(Method):
     # ---- processes ----------------------------------------------------------------------------------------
     def run(self, model: nn.Module, data: Any, output_dir: str | Path, *, device: str = "cpu",
             log: Callable[[str], None] | None = None, latency: bool = True, callbacks: Iterable[Callback] = (),
-            restart: bool = False, info: RunInfo | None = None) -> PruneResult:
+            restart: bool = False, info: RunInfo | None = None, leaf_modules: Iterable[type | str] = (),
+            tracer: str = "auto", approximate_statistics: bool = False) -> PruneResult:
         """As :meth:`Method.run`; launched by torchrun (``WORLD_SIZE`` > 1, or a process group already joined),
         the proposals are shared among the processes (see the module docstring). Every rank returns the same
         model and details; rank 0 alone writes the report and measures (ranks > 0 return summaries of counts)."""
@@ -245,24 +246,27 @@ class NetAdapt(Method):
         self._ranks = ranks
         try:
             with distributed.local():  # every rank trains and evaluates alone; _Ranks exchanges the results
+                trace = {"leaf_modules": tuple(leaf_modules), "tracer": tracer,
+                         "approximate_statistics": approximate_statistics}
                 if ranks.is_main:
                     return super().run(model, data, output_dir, device=device, log=log, latency=latency,
-                                       callbacks=callbacks, restart=restart, info=info)
+                                       callbacks=callbacks, restart=restart, info=info, **trace)
                 return self._run_worker(model, data, output_dir, device=device, log=log, callbacks=callbacks,
-                                        info=info)
+                                        info=info, trace_options=trace)
         finally:
             self._ranks = _Ranks(distributed.DistInfo())
 
     def _run_worker(self, model: nn.Module, data: Any, output_dir: str | Path, *, device: str,
                     log: Callable[[str], None] | None, callbacks: Iterable[Callback],
-                    info: RunInfo | None) -> PruneResult:
+                    info: RunInfo | None, trace_options: Mapping[str, Any]) -> PruneResult:
         """A rank > 0: the same loop (it trains its share of the proposals and loads every other stage from the
         run folder once rank 0 has written it); no report, no measurement, nothing written but its proposals."""
         from prunekit.report import summarize
 
         r = self._ranks.rank
         run = MethodRun(self, model, data, output_dir, device=device, callbacks=callbacks, restart=False,
-                        log=(lambda m: log(f"(rank {r}) {m}")) if log else None, latency=False, info=info)
+                        log=(lambda m: log(f"(rank {r}) {m}")) if log else None, latency=False, info=info,
+                        trace_options=trace_options)
         self.check(run, run.model)
         final = self.execute(run, run.model).eval()
         widths1 = run.graph(final).widths()
