@@ -6,7 +6,9 @@ The ultralytics ``DetectionModel("yolov8n.yaml")`` (80 classes, random weights, 
 batch 1, 1 torch thread. prunekit: ``prunekit.prune(model, x, ratio=0.3, protected=<Detect output convs>,
 pin_outputs=False)`` (the concrete tracer: fx cannot trace YOLOv8). Torch-Pruning 1.6.1: ``MetaPruner`` with
 ``GroupMagnitudeImportance(p=1)``, ``pruning_ratio=0.3``, the same Detect output convs in ``ignored_layers``;
-its failure, if any, is recorded with the error. Fresh models (same seed) are built outside the timer; the first
+its failure, if any, is recorded with the error. ``torch_export_only``: ``torch.export.export(model, (x,),
+strict=False)`` alone (no pruning: the ATen-level front-end prunekit does not use, timed for comparison).
+Fresh models (same seed) are built outside the timer; the first
 call in the process is reported apart (``cold``: it pays one-time imports, e.g. torch's meta kernels), then
 ``--rounds`` interleaved warm calls, medians of wall and process CPU time; MACs before/after and output shapes.
 -> ``benchmarks/results/yolov8-speed-cpu.json``. Goal: prunekit < 2 s.
@@ -60,7 +62,13 @@ def prune_tp(model: nn.Module, x: torch.Tensor, ratio: float) -> None:
     pruner.step()
 
 
-LIBS = {"prunekit": prune_prunekit, "torch_pruning": prune_tp}
+def export_only(model: nn.Module, x: torch.Tensor, ratio: float) -> None:
+    """Not a pruner: ``torch.export.export(strict=False)`` alone, the front-end the issue proposed (timed to
+    compare with prunekit's whole graph build + pruning)."""
+    torch.export.export(model, (x,), strict=False)
+
+
+LIBS = {"prunekit": prune_prunekit, "torch_pruning": prune_tp, "torch_export_only": export_only}
 
 
 def shapes(model: nn.Module, x: torch.Tensor) -> list[list[int]]:
@@ -100,7 +108,9 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{lib}: FAILED {row['error']}", flush=True)
                 continue
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-            if r == 0:
+            if r == 0 and lib == "torch_export_only":
+                row.update(cold_wall_s=round(wall, 3), cold_cpu_s=round(cpu, 3))
+            elif r == 0:
                 cost = prunekit.count(model, x)
                 row.update(cold_wall_s=round(wall, 3), cold_cpu_s=round(cpu, 3), params=cost.params, macs=cost.macs,
                            macs_removed=round(1 - cost.macs / base.macs, 4), output_shapes=shapes(model, x),
